@@ -1,0 +1,391 @@
+//! The shapes the API returns, with the doc comments that become the OpenAPI schema. Conversions
+//! from store rows live here so handlers stay short.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{Enum, Object};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+
+use crewkit_jobs::store::events::EventRow;
+use crewkit_jobs::store::jobs::JobRow;
+use crewkit_jobs::store::sessions::{RunRow, SessionRow};
+use crewkit_jobs::store::tasks::TaskRow;
+
+/// An amount of US dollars: a decimal, written as a JSON number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money(pub Decimal);
+
+impl Type for Money {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "money".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("number", "decimal")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for Money {
+    fn to_json(&self) -> Option<Value> {
+        // A decimal of up to 15 significant digits survives f64 exactly in its shortest text
+        // form, which is what serde_json prints: 0.1 is written `0.1`, never 0.1000000000000000055.
+        let normalized = self.0.normalize();
+        if normalized.scale() == 0 {
+            if let Some(i) = normalized.to_i64() {
+                return Some(Value::from(i));
+            }
+        }
+        normalized
+            .to_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+    }
+}
+
+impl ParseFromJSON for Money {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::Number(n)) => n
+                .to_string()
+                .parse()
+                .map(Money)
+                .map_err(|_| ParseError::custom("not a decimal")),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Money)
+                .map_err(|_| ParseError::custom("not a decimal")),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+/// Whether a session is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Active,
+    Ended,
+}
+
+/// Token usage and cost of a session so far (cumulative).
+#[derive(Debug, Clone, Object)]
+pub struct ModelMetrics {
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: i64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: i64,
+    /// Cost in USD; absent while unknown.
+    pub cost_usd: Option<Money>,
+}
+
+/// A session (a conversation of an agent, inside a run).
+#[derive(Debug, Clone, Object)]
+pub struct Session {
+    /// The session id (`ses_…`).
+    pub id: String,
+    /// The run this conversation belongs to (`run_…`).
+    pub run_id: String,
+    /// The thread of related conversations (the id of the conversation that started it).
+    pub thread_id: String,
+    /// The conversation this one continues (resume, fork, after compaction).
+    pub parent_session_id: Option<String>,
+    /// The user whose API key created the session (`usr_…`).
+    pub user_id: String,
+    /// The project (`proj_…`), from the request or the repository.
+    pub project_id: Option<String>,
+    /// The repository (`repo_…`).
+    pub repository_id: Option<String>,
+    /// The repository's slug, such as `acme/backend`.
+    pub repo: Option<String>,
+    /// The repository's normalised remote URL.
+    pub remote_url: Option<String>,
+    /// The agent, such as `claude-code`.
+    pub agent_name: String,
+    /// The agent's own session id (Claude Code's `session_id`).
+    pub agent_session_id: Option<String>,
+    /// The component of the repository worked on.
+    pub component: Option<String>,
+    /// A title, when the agent or client gave one.
+    pub title: Option<String>,
+    /// `active` or `ended`.
+    pub status: String,
+    /// Why the session ended: `client`, `idle`, …
+    pub end_reason: Option<String>,
+    /// A summary of the session.
+    pub summary: Option<String>,
+    /// Free-form metadata given at creation.
+    pub metadata: Value,
+    /// When the session started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The first stored event's time.
+    pub first_event_at: Option<DateTime<Utc>>,
+    /// The last stored event's time.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Usage and cost.
+    pub model_metrics: ModelMetrics,
+    /// Events stored.
+    pub event_count: i64,
+    /// Tool calls (PreToolUse events) stored.
+    pub tool_call_count: i64,
+    /// Failed tool calls and failed stops stored.
+    pub error_count: i64,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+    /// When the record last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            run_id: r.run_id.to_string(),
+            thread_id: r.thread_id.to_string(),
+            parent_session_id: r.parent_id.map(|p| p.to_string()),
+            user_id: r.user_id.to_string(),
+            project_id: r.project_id.map(|p| p.to_string()),
+            repository_id: r.repository_id.map(|p| p.to_string()),
+            repo: r.repo_slug,
+            remote_url: r.repo_remote_url,
+            agent_name: r.agent_name,
+            agent_session_id: r.agent_session_id,
+            component: r.component,
+            title: r.title,
+            status: r.status,
+            end_reason: r.end_reason,
+            summary: r.summary,
+            metadata: r.metadata,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            first_event_at: r.first_event_at,
+            last_event_at: r.last_event_at,
+            model_metrics: ModelMetrics {
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cache_read_input_tokens: r.cache_read_tokens,
+                cache_creation_input_tokens: r.cache_write_tokens,
+                cost_usd: r.cost_usd.map(Money),
+            },
+            event_count: r.event_count,
+            tool_call_count: r.tool_call_count,
+            error_count: r.error_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A run: one start of the CLI, holding one or more conversations.
+#[derive(Debug, Clone, Object)]
+pub struct Run {
+    /// The run id (`run_…`).
+    pub id: String,
+    /// Who started it.
+    pub user_id: String,
+    /// Its project.
+    pub project_id: Option<String>,
+    /// Its repository.
+    pub repository_id: Option<String>,
+    /// The component worked on.
+    pub component: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            user_id: r.user_id.to_string(),
+            project_id: r.project_id.map(|p| p.to_string()),
+            repository_id: r.repository_id.map(|p| p.to_string()),
+            component: r.component,
+            started_at: r.started_at,
+        }
+    }
+}
+
+/// Work inside a conversation: a subagent, or an agent-team task.
+#[derive(Debug, Clone, Object)]
+pub struct Task {
+    /// The task id (`task_…`).
+    pub id: String,
+    /// `subagent` or `team_task`.
+    pub kind: String,
+    /// The agent's id for it (`agent_id` of a subagent, `task_id` of a team task).
+    pub external_id: String,
+    /// The subagent's type, such as `Explore`.
+    pub agent_type: Option<String>,
+    /// What it was asked to do.
+    pub description: Option<String>,
+    /// The Agent/Task tool call that launched it.
+    pub tool_use_id: Option<String>,
+    /// `running` or `completed`.
+    pub status: String,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Events it fired.
+    pub event_count: i64,
+    /// Tool calls it made.
+    pub tool_call_count: i64,
+    /// Tasks it started.
+    pub children: Vec<Task>,
+}
+
+impl Task {
+    /// Builds the task trees of one conversation from its flat task list.
+    pub fn forest(rows: &[TaskRow]) -> Vec<Task> {
+        fn build(rows: &[TaskRow], parent: Option<crewkit_jobs::ids::TaskId>) -> Vec<Task> {
+            rows.iter()
+                .filter(|r| r.parent_task_id == parent)
+                .map(|r| Task {
+                    id: r.id.to_string(),
+                    kind: r.kind.clone(),
+                    external_id: r.external_id.clone(),
+                    agent_type: r.agent_type.clone(),
+                    description: r.description.clone(),
+                    tool_use_id: r.tool_use_id.clone(),
+                    status: r.status.clone(),
+                    started_at: r.started_at,
+                    ended_at: r.ended_at,
+                    event_count: r.event_count,
+                    tool_call_count: r.tool_call_count,
+                    children: build(rows, Some(r.id)),
+                })
+                .collect()
+        }
+        build(rows, None)
+    }
+}
+
+/// A stored hook event.
+#[derive(Debug, Clone, Object)]
+pub struct Event {
+    /// The event id (`evt_…`).
+    pub id: String,
+    /// Position in the session's timeline; pass it as `after` to read on.
+    pub seq: i64,
+    /// The hook event name, such as `PostToolUse`.
+    pub event_type: String,
+    /// The client's own id, when it gave one.
+    pub client_event_id: Option<String>,
+    /// When the event happened, as the client said (UTC).
+    pub timestamp: DateTime<Utc>,
+    /// When the API received it.
+    pub received_at: DateTime<Utc>,
+    /// True when the timestamp was far in the future; the event is then ordered by `received_at`.
+    pub timestamp_in_future: bool,
+    /// The task (subagent) it belongs to.
+    pub task_id: Option<String>,
+    /// The tool, for tool events.
+    pub tool_name: Option<String>,
+    /// The tool call id, for tool events.
+    pub tool_use_id: Option<String>,
+    /// The hook payload as sent (repaired where it was not valid JSON text).
+    pub data: Value,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            seq: r.seq,
+            event_type: r.event_type,
+            client_event_id: r.client_event_id,
+            timestamp: r.timestamp,
+            received_at: r.received_at,
+            timestamp_in_future: r.timestamp_in_future,
+            task_id: r.task_id.map(|t| t.to_string()),
+            tool_name: r.tool_name,
+            tool_use_id: r.tool_use_id,
+            data: r.data,
+        }
+    }
+}
+
+/// The state of a background job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A background job.
+#[derive(Debug, Clone, Object)]
+pub struct Job {
+    /// The job id (`job_…`).
+    pub id: String,
+    /// What it does: `persist_events`, `analyze_session`, …
+    pub kind: String,
+    /// queued → running → succeeded | failed.
+    pub status: JobStatus,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Attempts it may make.
+    pub max_attempts: i64,
+    /// The last attempt's error.
+    pub error: Option<String>,
+    /// The session it concerns.
+    pub session_id: Option<String>,
+    /// What it produced (for `persist_events`: inserted, duplicates, skipped).
+    pub result: Option<Value>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached succeeded or failed.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        let status = match r.status.as_str() {
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            _ => JobStatus::Queued,
+        };
+        Self {
+            id: r.id.to_string(),
+            kind: r.kind,
+            status,
+            attempts: r.attempts.into(),
+            max_attempts: r.max_attempts.into(),
+            error: r.error,
+            session_id: r.session_id.map(|s| s.to_string()),
+            result: r.result,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Builds the application from its configuration: the state, the routes, the OpenAPI service.
+//! `main` and the tests both use `Application::build`, which binds the listener first (port 0 in
+//! tests) so the real port is known before serving starts.
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::{RequestId, ReuseId, Tracing};
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+
+use crate::error::catch_all;
+use crate::routes::{AllApis, apis};
+use crate::state::AppState;
+use crewkit_jobs::Config;
+use crewkit_jobs::queue::Queues;
+use crewkit_jobs::store;
+
+pub const TITLE: &str = "crewkit sessions API";
+
+/// The OpenAPI service, without any live connection (the spec can be printed offline).
+pub fn openapi_service() -> OpenApiService<AllApis, ()> {
+    OpenApiService::new(apis(), TITLE, env!("CARGO_PKG_VERSION")).description(
+        "Coding sessions of AI agents (Run > Conversation > Tasks), event ingestion, jobs.",
+    )
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+pub fn app(state: AppState) -> impl Endpoint {
+    let service = openapi_service();
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    Route::new()
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .nest("/", service)
+        .catch_all_error(catch_all)
+        .with(Tracing)
+        .with(RequestId::default().reuse_id(ReuseId::Use))
+        .data(state)
+}
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    state: AppState,
+    port: u16,
+}
+
+impl Application {
+    /// Connects (lazily), runs migrations when asked, and binds the listener.
+    pub async fn build(config: Config, run_migrations: bool) -> anyhow::Result<Self> {
+        let db = store::lazy_pool(&config.database_url, config.db_max_connections)?;
+        if run_migrations {
+            store::migrate(&db).await?;
+        }
+        let queues = Queues::new(
+            &config.redis_url,
+            &config.queue_prefix,
+            config.redis_response_timeout,
+            config.worker_heartbeat,
+        )?;
+        let acceptor = TcpListener::bind(config.bind).into_acceptor().await?;
+        let port = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .map_or(0, |a| a.port());
+        Ok(Self {
+            acceptor,
+            state: AppState::new(config, db, queues),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                app(self.state),
+                shutdown,
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await
+    }
+}

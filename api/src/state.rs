@@ -1,0 +1,39 @@
+//! What every request shares: the pools, the queues and the caches of the hot path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use sqlx::PgPool;
+
+use crewkit_jobs::Config;
+use crewkit_jobs::ids::{OrgId, SessionId};
+use crewkit_jobs::queue::Queues;
+use crewkit_jobs::store::orgs::Principal;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub queues: Queues,
+    pub config: Arc<Config>,
+    /// key hash → principal. Bounded by time so a revoked key stops working within the TTL.
+    pub principals: Cache<String, Principal>,
+    /// (org, path session id) → session. Sessions are never deleted, so entries stay valid;
+    /// the ingestion hot path then needs no PostgreSQL round trip at all.
+    pub sessions: Cache<(OrgId, String), SessionId>,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: PgPool, queues: Queues) -> Self {
+        Self {
+            principals: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.auth_cache_ttl.max(Duration::from_millis(1)))
+                .build(),
+            sessions: Cache::builder().max_capacity(200_000).build(),
+            db,
+            queues,
+            config: Arc::new(config),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Validation of an event batch, as DESIGN §6 asks: the whole batch is checked before anything is
+//! enqueued, each bad event is rejected by its index with a stable code, and the good ones go on.
+//!
+//! The body has already been repaired (`json_repair`), so what fails here is really malformed.
+//! Each event's `data` stays a `RawValue`: the API never builds a tree for it, it only forwards
+//! the bytes to the queue; the worker is where the data is looked into.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The longest event type and client id we accept.
+const MAX_NAME_LEN: usize = 128;
+const MAX_CLIENT_ID_LEN: usize = 256;
+
+/// One accepted event, as it travels in the `persist_events` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    /// The client's own id (the dedup key when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub event_type: String,
+    pub timestamp: DateTime<Utc>,
+    pub data: Box<RawValue>,
+}
+
+/// Why one event of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Why a whole batch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("`events` must be an array of event objects")]
+    NoEvents,
+    #[error("{count} events in one request; the limit is {max}")]
+    TooManyEvents { count: usize, max: usize },
+}
+
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    events: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The outcome of validating a batch.
+#[derive(Debug)]
+pub struct ValidatedBatch {
+    pub accepted: Vec<QueuedEvent>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Validates a (repaired) batch body. Events without a timestamp take `received_at`.
+pub fn validate_batch(
+    body: &str,
+    max_events: usize,
+    received_at: DateTime<Utc>,
+) -> Result<ValidatedBatch, BatchError> {
+    let batch: RawBatch<'_> =
+        serde_json::from_str(body).map_err(|e| BatchError::Json(e.to_string()))?;
+    let events = batch.events.ok_or(BatchError::NoEvents)?;
+    if events.len() > max_events {
+        return Err(BatchError::TooManyEvents {
+            count: events.len(),
+            max: max_events,
+        });
+    }
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in events.into_iter().enumerate() {
+        match validate_event(raw, received_at) {
+            Ok(event) => accepted.push(event),
+            Err((code, message)) => rejected.push(Rejection {
+                index,
+                code,
+                message,
+            }),
+        }
+    }
+    Ok(ValidatedBatch { accepted, rejected })
+}
+
+type Refusal = (&'static str, String);
+
+fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<QueuedEvent, Refusal> {
+    let ev: RawEvent<'_> = serde_json::from_str(raw.get()).map_err(|_| {
+        (
+            "invalid_event",
+            "each event must be a JSON object".to_string(),
+        )
+    })?;
+
+    let event_type = ev
+        .event_type
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .ok_or((
+            "invalid_event_type",
+            "`event_type` must be a string".to_string(),
+        ))?;
+    if event_type.trim().is_empty() || event_type.len() > MAX_NAME_LEN {
+        return Err((
+            "invalid_event_type",
+            format!("`event_type` must be 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+
+    let timestamp = match ev.timestamp.filter(|v| v.get() != "null") {
+        None => received_at,
+        Some(v) => {
+            let text = serde_json::from_str::<String>(v.get()).map_err(|_| {
+                (
+                    "invalid_timestamp",
+                    "`timestamp` must be an RFC 3339 string".to_string(),
+                )
+            })?;
+            parse_timestamp(&text).ok_or_else(|| {
+                (
+                    "invalid_timestamp",
+                    format!("`timestamp` {text:?} is not an RFC 3339 date-time"),
+                )
+            })?
+        }
+    };
+
+    let client_id = match ev.id.filter(|v| v.get() != "null") {
+        None => None,
+        Some(v) => {
+            let id = serde_json::from_str::<String>(v.get())
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= MAX_CLIENT_ID_LEN)
+                .ok_or((
+                    "invalid_id",
+                    format!("`id` must be a string of 1 to {MAX_CLIENT_ID_LEN} characters"),
+                ))?;
+            Some(id)
+        }
+    };
+
+    let data = match ev.data.filter(|v| v.get() != "null") {
+        None => RawValue::from_string("{}".to_string()).expect("valid JSON"),
+        Some(v) if v.get().starts_with('{') => v.to_owned(),
+        Some(_) => return Err(("invalid_data", "`data` must be a JSON object".to_string())),
+    };
+
+    Ok(QueuedEvent {
+        client_id,
+        event_type,
+        timestamp,
+        data,
+    })
+}
+
+/// RFC 3339; a date-time without an offset is taken as UTC (hook logs often drop the `Z`).
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|naive| naive.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-05-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_naive_timestamp_means_utc_and_an_offset_is_honoured() {
+        assert_eq!(
+            parse_timestamp("2026-03-10T02:30:00").unwrap().to_rfc3339(),
+            "2026-03-10T02:30:00+00:00"
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-10T02:30:00+05:30")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-03-09T21:00:00+00:00"
+        );
+        assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn bad_events_are_rejected_by_index_and_the_rest_accepted() {
+        let body = r#"{"events":[
+            {"event_type":"Stop","timestamp":"2026-01-01T00:00:00Z","data":{}},
+            {"event_type":"","data":{}},
+            {"event_type":"Stop","timestamp":"soon"},
+            {"event_type":"Stop","data":"text"},
+            "not an object",
+            {"event_type":"Stop","id":7},
+            {"event_type":"Notification"}
+        ]}"#;
+        let v = validate_batch(body, 1000, now()).unwrap();
+        assert_eq!(v.accepted.len(), 2);
+        let codes: Vec<_> = v.rejected.iter().map(|r| (r.index, r.code)).collect();
+        assert_eq!(
+            codes,
+            [
+                (1, "invalid_event_type"),
+                (2, "invalid_timestamp"),
+                (3, "invalid_data"),
+                (4, "invalid_event"),
+                (5, "invalid_id")
+            ]
+        );
+        assert_eq!(
+            v.accepted[1].timestamp,
+            now(),
+            "a missing timestamp takes received_at"
+        );
+        assert_eq!(v.accepted[1].data.get(), "{}");
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_refused_whole() {
+        let body = r#"{"events":[{"event_type":"A"},{"event_type":"B"}]}"#;
+        assert!(matches!(
+            validate_batch(body, 1, now()),
+            Err(BatchError::TooManyEvents { count: 2, max: 1 })
+        ));
+        assert!(matches!(
+            validate_batch(r#"{"x":1}"#, 1, now()),
+            Err(BatchError::NoEvents)
+        ));
+        assert!(matches!(
+            validate_batch(r#"{"events":"#, 1, now()),
+            Err(BatchError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! The job queues in Redis (apalis-redis 1.0), as the API and the workers both see them.
+//!
+//! Choices that apalis-redis 1.0.0 forces (see NOTES and the README's "apalis 1.0" section):
+//! - queue names are set explicitly (`{prefix}:{kind}`); the default is the Rust type path, and
+//!   moving a type would silently rename the queue;
+//! - the connection manager is built here with a long response timeout: the 500 ms default of
+//!   `apalis_redis::connect` ends a worker on one slow reply;
+//! - `push` returns no id, so every task is pushed with an id we generate (a ULID, which is also
+//!   the job id the API returns) through the crate's own batch-push script, one round trip.
+
+use std::time::Duration;
+
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId as QueueTaskId;
+use apalis_redis::{Config as QueueConfig, ConnectionManager};
+use redis::aio::ConnectionManagerConfig;
+use serde::Serialize;
+
+use crate::ids::JobId;
+
+/// Every kind of job, each with its own queue so ops can scale workers per queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    PersistEvents,
+}
+
+impl JobKind {
+    pub const ALL: &'static [JobKind] = &[JobKind::PersistEvents];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::PersistEvents => "persist_events",
+        }
+    }
+
+    /// The `--queues` name of this kind's queue.
+    pub fn queue(&self) -> &'static str {
+        match self {
+            JobKind::PersistEvents => "ingest",
+        }
+    }
+
+    pub fn max_attempts(&self) -> usize {
+        match self {
+            JobKind::PersistEvents => 8,
+        }
+    }
+
+    pub fn from_queue(name: &str) -> Option<JobKind> {
+        Self::ALL.iter().copied().find(|k| k.queue() == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Apalis(#[from] apalis_redis::Error),
+    #[error("encoding job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A handle on all queues: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Queues {
+    conn: ConnectionManager,
+    prefix: String,
+    heartbeat: Duration,
+}
+
+impl Queues {
+    /// Builds the connection manager without connecting (it connects on first use), so processes
+    /// start while Redis is still coming up.
+    pub fn new(
+        redis_url: &str,
+        prefix: &str,
+        response_timeout: Duration,
+        heartbeat: Duration,
+    ) -> Result<Self, QueueError> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client.get_connection_manager_lazy(config)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            heartbeat,
+        })
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The apalis-redis configuration of one kind's queue. A worker misses 3 heartbeats before
+    /// its in-flight jobs are handed to others (the default is 10 × 30 s = 5 minutes).
+    pub fn config(&self, kind: JobKind) -> QueueConfig {
+        QueueConfig::default()
+            .queue(format!("{}:{}", self.prefix, kind.name()))
+            .heartbeat_interval(self.heartbeat)
+            .missed_heartbeats(3)
+    }
+
+    /// Pushes one job and returns its id once Redis has it. A connection error is retried once
+    /// (the first command after a Redis restart fails while the manager reconnects).
+    #[tracing::instrument(skip_all, fields(kind = kind.name()))]
+    pub async fn push<T: Serialize>(&self, kind: JobKind, job: &T) -> Result<JobId, QueueError> {
+        let (job_id, ulid) = JobId::generate_ulid();
+        let bytes = serde_json::to_vec(job)?;
+        let config = self.config(kind);
+        let task = || {
+            TaskBuilder::new(bytes.clone())
+                .task_id(QueueTaskId::from(ulid))
+                .max_attempts(kind.max_attempts())
+                .build()
+        };
+        let mut conn = self.conn.clone();
+        match apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await {
+            Ok(_) => Ok(job_id),
+            Err(apalis_redis::Error::Database(e))
+                if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() =>
+            {
+                tracing::warn!(error = %e, "redis push failed, retrying once");
+                apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await?;
+                Ok(job_id)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The state of a job still known only to the queue: its payload bytes and its status.
+    pub async fn peek(&self, kind: JobKind, id: JobId) -> Result<Option<QueuedJob>, QueueError> {
+        let config = self.config(kind);
+        let task_id = id.ulid().to_string();
+        let mut conn = self.conn.clone();
+        let (payload, status, attempts): (Option<Vec<u8>>, Option<String>, Option<i64>) =
+            redis::pipe()
+                .hget(config.job_data_hash(), &task_id)
+                .hget(format!("{}:{}", config.job_meta_hash(), task_id), "status")
+                .hget(
+                    format!("{}:{}", config.job_meta_hash(), task_id),
+                    "attempts",
+                )
+                .query_async(&mut conn)
+                .await?;
+        Ok(payload.map(|payload| QueuedJob {
+            payload,
+            status: status.unwrap_or_default(),
+            attempts: attempts.unwrap_or(0),
+        }))
+    }
+
+    /// Jobs waiting in one kind's queue (active list plus scheduled retries).
+    pub async fn depth(&self, kind: JobKind) -> Result<u64, QueueError> {
+        let config = self.config(kind);
+        let mut conn = self.conn.clone();
+        let (active, scheduled): (u64, u64) = redis::pipe()
+            .llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok(active + scheduled)
+    }
+
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// A job as the queue holds it.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub payload: Vec<u8>,
+    /// apalis status: Pending, Running, Done, Failed, Killed…
+    pub status: String,
+    pub attempts: i64,
+}

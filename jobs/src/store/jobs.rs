@@ -1,0 +1,98 @@
+//! Job records: the lifecycle of background work (queued → running → succeeded | failed), in the
+//! shape `/jobs/{id}` returns. Ingestion jobs get their record when a worker first runs them (the
+//! ingestion hot path writes nothing to PostgreSQL); until then the queue in Redis answers for them.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use super::StoreResult;
+use crate::ids::{JobId, OrgId, SessionId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: JobId,
+    pub org_id: OrgId,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub error: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub request_id: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a job record is created with.
+#[derive(Debug, Clone)]
+pub struct JobStart<'a> {
+    pub id: JobId,
+    pub org_id: OrgId,
+    pub kind: &'a str,
+    pub session_id: Option<SessionId>,
+    pub request_id: Option<&'a str>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+}
+
+/// Records that an attempt started (creating the record on the first one).
+pub async fn job_running(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id, started_at)
+         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, now())
+         ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
+                started_at = COALESCE(jobs.started_at, now()), updated_at = now()",
+    )
+    .bind(j.id)
+    .bind(j.org_id)
+    .bind(j.kind)
+    .bind(j.attempt)
+    .bind(j.max_attempts)
+    .bind(j.session_id)
+    .bind(j.request_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records the outcome of an attempt. `final_status` is `succeeded`, `failed` (no more attempts)
+/// or `queued` (failed, will be retried).
+pub async fn job_outcome(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+    final_status: &str,
+    error: Option<&str>,
+    result: Option<&serde_json::Value>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = $2, error = $3, result = COALESCE($4, result), updated_at = now(),
+                finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN now() ELSE NULL END
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(final_status)
+    .bind(error)
+    .bind(result)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_job(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    id: JobId,
+) -> StoreResult<Option<JobRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, org_id, kind, status, attempts, max_attempts, error, session_id, request_id, result,
+                created_at, started_at, finished_at, updated_at
+           FROM jobs WHERE org_id = $1 AND id = $2",
+    )
+    .bind(org)
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}

@@ -1,0 +1,385 @@
+//! Runs and conversations (sessions), with their repository.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
+
+use super::{StoreError, StoreResult};
+use crate::domain::RemoteUrl;
+use crate::ids::{OrgId, ProjectId, RepoId, RunId, SessionId, UserId};
+
+/// What a client gives to create a session.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub agent_name: String,
+    pub agent_session_id: Option<String>,
+    pub component: Option<String>,
+    pub title: Option<String>,
+    pub remote_url: Option<RemoteUrl>,
+    pub repository_id: Option<RepoId>,
+    pub project_id: Option<ProjectId>,
+    pub run_id: Option<RunId>,
+    pub parent_session_id: Option<SessionId>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New(SessionId),
+    Existing(SessionId),
+}
+
+impl Created {
+    pub fn id(&self) -> SessionId {
+        match self {
+            Created::New(id) | Created::Existing(id) => *id,
+        }
+    }
+}
+
+const SESSION_COLUMNS: &str = "c.id, c.org_id, c.run_id, c.user_id, c.project_id, c.repository_id,
+    r.slug AS repo_slug, r.remote_url AS repo_remote_url, c.thread_id, c.parent_id, c.agent_name,
+    c.agent_session_id, c.component, c.title, c.status, c.end_reason, c.summary, c.metadata,
+    c.started_at, c.ended_at, c.first_event_at, c.last_event_at, c.input_tokens, c.output_tokens,
+    c.cache_read_tokens, c.cache_write_tokens, c.cost_usd, c.event_count, c.tool_call_count,
+    c.error_count, c.created_at, c.updated_at";
+
+/// A session as stored, with its repository's slug.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub org_id: OrgId,
+    pub run_id: RunId,
+    pub user_id: UserId,
+    pub project_id: Option<ProjectId>,
+    pub repository_id: Option<RepoId>,
+    pub repo_slug: Option<String>,
+    pub repo_remote_url: Option<String>,
+    pub thread_id: SessionId,
+    pub parent_id: Option<SessionId>,
+    pub agent_name: String,
+    pub agent_session_id: Option<String>,
+    pub component: Option<String>,
+    pub title: Option<String>,
+    pub status: String,
+    pub end_reason: Option<String>,
+    pub summary: Option<String>,
+    pub metadata: serde_json::Value,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub first_event_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: Option<Decimal>,
+    pub event_count: i64,
+    pub tool_call_count: i64,
+    pub error_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+async fn find_by_agent_session(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    agent_session_id: &str,
+) -> StoreResult<Option<SessionId>> {
+    let row: Option<(SessionId,)> =
+        sqlx::query_as("SELECT id FROM conversations WHERE org_id = $1 AND agent_session_id = $2")
+            .bind(org)
+            .bind(agent_session_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// Creates a Run (unless `run_id` names one) and a conversation in it. Idempotent on
+/// `agent_session_id`: a second create, even a concurrent one, returns the first session.
+#[tracing::instrument(skip_all, fields(org = %org, agent_session_id = new.agent_session_id.as_deref()))]
+pub async fn create_session(
+    pool: &PgPool,
+    org: OrgId,
+    user: UserId,
+    new: &NewSession,
+) -> StoreResult<Created> {
+    if let Some(agent_sid) = &new.agent_session_id {
+        if let Some(id) = find_by_agent_session(pool, org, agent_sid).await? {
+            return Ok(Created::Existing(id));
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let started_at = new.started_at.unwrap_or_else(Utc::now);
+
+    if let Some(project) = new.project_id {
+        let found: Option<(ProjectId,)> =
+            sqlx::query_as("SELECT id FROM projects WHERE id = $1 AND org_id = $2")
+                .bind(project)
+                .bind(org)
+                .fetch_optional(&mut *tx)
+                .await?;
+        found.ok_or(StoreError::NotFound("project"))?;
+    }
+    let (repository_id, repo_project) = match (&new.repository_id, &new.remote_url) {
+        (Some(repo), _) => {
+            let found: Option<(RepoId, Option<ProjectId>)> = sqlx::query_as(
+                "SELECT id, project_id FROM repositories WHERE id = $1 AND org_id = $2",
+            )
+            .bind(repo)
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, project) = found.ok_or(StoreError::NotFound("repository"))?;
+            (Some(id), project)
+        }
+        (None, Some(url)) => {
+            let (id, project): (RepoId, Option<ProjectId>) = sqlx::query_as(
+                "INSERT INTO repositories (id, org_id, host, slug, remote_url) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (org_id, host, slug) DO UPDATE SET remote_url = repositories.remote_url
+                 RETURNING id, project_id",
+            )
+            .bind(RepoId::generate())
+            .bind(org)
+            .bind(url.host())
+            .bind(url.slug())
+            .bind(url.canonical())
+            .fetch_one(&mut *tx)
+            .await?;
+            (Some(id), project)
+        }
+        (None, None) => (None, None),
+    };
+    let project_id = new.project_id.or(repo_project);
+
+    let run_id = match new.run_id {
+        Some(run) => {
+            let found: Option<(RunId,)> =
+                sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND org_id = $2")
+                    .bind(run)
+                    .bind(org)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            found.ok_or(StoreError::NotFound("run"))?.0
+        }
+        None => {
+            let run = RunId::generate();
+            sqlx::query(
+                "INSERT INTO runs (id, org_id, user_id, project_id, repository_id, component, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(run)
+            .bind(org)
+            .bind(user)
+            .bind(project_id)
+            .bind(repository_id)
+            .bind(&new.component)
+            .bind(started_at)
+            .execute(&mut *tx)
+            .await?;
+            run
+        }
+    };
+
+    let id = SessionId::generate();
+    let thread_id = match new.parent_session_id {
+        Some(parent) => {
+            let found: Option<(SessionId,)> =
+                sqlx::query_as("SELECT thread_id FROM conversations WHERE id = $1 AND org_id = $2")
+                    .bind(parent)
+                    .bind(org)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            found.ok_or(StoreError::NotFound("parent session"))?.0
+        }
+        None => id,
+    };
+
+    let inserted: Option<(SessionId,)> = sqlx::query_as(
+        "INSERT INTO conversations (id, org_id, run_id, user_id, project_id, repository_id, thread_id,
+                parent_id, agent_name, agent_session_id, component, title, metadata, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (org_id, agent_session_id) WHERE agent_session_id IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(run_id)
+    .bind(user)
+    .bind(project_id)
+    .bind(repository_id)
+    .bind(thread_id)
+    .bind(new.parent_session_id)
+    .bind(&new.agent_name)
+    .bind(&new.agent_session_id)
+    .bind(&new.component)
+    .bind(&new.title)
+    .bind(&new.metadata)
+    .bind(started_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    match inserted {
+        Some(_) => {
+            tx.commit().await?;
+            Ok(Created::New(id))
+        }
+        None => {
+            // A concurrent create with the same agent_session_id won: drop our run with the rest.
+            tx.rollback().await?;
+            let agent_sid = new.agent_session_id.as_deref().unwrap_or_default();
+            let existing = find_by_agent_session(pool, org, agent_sid).await?;
+            existing
+                .map(Created::Existing)
+                .ok_or(StoreError::NotFound("session"))
+        }
+    }
+}
+
+pub async fn get_session(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    id: SessionId,
+) -> StoreResult<SessionRow> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+          WHERE c.org_id = $1 AND c.id = $2"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(StoreError::NotFound("session"))
+}
+
+/// A session named by our id or by the agent's own session id.
+pub enum SessionRef {
+    Id(SessionId),
+    Agent(String),
+}
+
+/// Resolves a session reference within an org.
+pub async fn resolve_session(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    r: &SessionRef,
+) -> StoreResult<SessionId> {
+    let found = match r {
+        SessionRef::Id(id) => {
+            let row: Option<(SessionId,)> =
+                sqlx::query_as("SELECT id FROM conversations WHERE org_id = $1 AND id = $2")
+                    .bind(org)
+                    .bind(id)
+                    .fetch_optional(db)
+                    .await?;
+            row.map(|r| r.0)
+        }
+        SessionRef::Agent(agent_sid) => find_by_agent_session(db, org, agent_sid).await?,
+    };
+    found.ok_or(StoreError::NotFound("session"))
+}
+
+/// Filters of the list endpoint; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub project_id: Option<ProjectId>,
+    pub repo_slug: Option<String>,
+    pub agent_name: Option<String>,
+    pub user_id: Option<UserId>,
+    pub status: Option<String>,
+    pub agent_session_id: Option<String>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub started_before: Option<DateTime<Utc>>,
+}
+
+fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrgId, f: &SessionFilter) {
+    qb.push(" WHERE c.org_id = ").push_bind(org);
+    if let Some(p) = f.project_id {
+        qb.push(" AND c.project_id = ").push_bind(p);
+    }
+    if let Some(slug) = &f.repo_slug {
+        qb.push(" AND r.slug = ").push_bind(slug);
+    }
+    if let Some(a) = &f.agent_name {
+        qb.push(" AND c.agent_name = ").push_bind(a);
+    }
+    if let Some(u) = f.user_id {
+        qb.push(" AND c.user_id = ").push_bind(u);
+    }
+    if let Some(s) = &f.status {
+        qb.push(" AND c.status = ").push_bind(s);
+    }
+    if let Some(a) = &f.agent_session_id {
+        qb.push(" AND c.agent_session_id = ").push_bind(a);
+    }
+    if let Some(t) = f.started_after {
+        qb.push(" AND c.started_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.started_before {
+        qb.push(" AND c.started_at < ").push_bind(t);
+    }
+}
+
+/// One page of sessions, newest first (ties broken by id so pages never overlap), and the total.
+#[tracing::instrument(skip_all, fields(org = %org, page, per_page))]
+pub async fn list_sessions(
+    pool: &PgPool,
+    org: OrgId,
+    filter: &SessionFilter,
+    page: u32,
+    per_page: u32,
+) -> StoreResult<(Vec<SessionRow>, i64)> {
+    let from = " FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id";
+    let mut count = QueryBuilder::new(format!("SELECT count(*){from}"));
+    push_filters(&mut count, org, filter);
+    let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;
+
+    let mut qb = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS}{from}"));
+    push_filters(&mut qb, org, filter);
+    qb.push(" ORDER BY c.started_at DESC, c.id DESC LIMIT ")
+        .push_bind(i64::from(per_page))
+        .push(" OFFSET ")
+        .push_bind(i64::from(page.saturating_sub(1)) * i64::from(per_page));
+    let rows = qb.build_query_as().fetch_all(pool).await?;
+    Ok((rows, total))
+}
+
+/// A run with the conversations in it, oldest first.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: RunId,
+    pub user_id: UserId,
+    pub project_id: Option<ProjectId>,
+    pub repository_id: Option<RepoId>,
+    pub component: Option<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+pub async fn get_run(db: impl PgExecutor<'_>, org: OrgId, id: RunId) -> StoreResult<RunRow> {
+    sqlx::query_as(
+        "SELECT id, user_id, project_id, repository_id, component, started_at FROM runs WHERE org_id = $1 AND id = $2",
+    )
+    .bind(org)
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(StoreError::NotFound("run"))
+}
+
+pub async fn sessions_of_run(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    run: RunId,
+) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+          WHERE c.org_id = $1 AND c.run_id = $2 ORDER BY c.started_at, c.id"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(run)
+        .fetch_all(db)
+        .await?)
+}

@@ -1,0 +1,117 @@
+//! The lifecycle of every job attempt, kept in one place rather than in each handler: the job
+//! record goes to `running`, then to `succeeded`, `failed` or back to `queued` (a retry), with the
+//! attempt count and the error in the shape `/jobs/{id}` returns.
+//!
+//! apalis-redis 1.0.0 re-schedules every failed attempt itself (at now + attempt seconds) until a
+//! hard-coded 25 attempts and ignores `max_attempts`, so the cap is enforced here: a permanent
+//! error, a panic, or the last allowed attempt returns `AbortError`, which apalis-redis treats as
+//! final (the task goes to the queue's dead set).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use apalis::prelude::{AbortError, BoxDynError, TaskId as QueueTaskId};
+use futures::FutureExt;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crewkit_jobs::ids::{JobId, OrgId, SessionId};
+use crewkit_jobs::lifecycle::JobError;
+use crewkit_jobs::queue::JobKind;
+use crewkit_jobs::store::jobs::{self, JobStart};
+
+/// Which job an attempt belongs to.
+pub struct AttemptOf<'a> {
+    pub kind: JobKind,
+    pub task_id: &'a QueueTaskId,
+    pub attempt: usize,
+    pub org_id: OrgId,
+    pub session_id: Option<SessionId>,
+    pub request_id: Option<&'a str>,
+}
+
+fn job_id(task_id: &QueueTaskId) -> Option<JobId> {
+    task_id
+        .to_string()
+        .parse::<ulid::Ulid>()
+        .ok()
+        .map(|u| JobId(uuid::Uuid::from_u128(u.0)))
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// Runs one attempt of a job and records its outcome.
+pub async fn tracked<T, Fut>(db: &PgPool, of: AttemptOf<'_>, work: Fut) -> Result<T, BoxDynError>
+where
+    T: Serialize,
+    Fut: Future<Output = Result<T, JobError>>,
+{
+    let Some(id) = job_id(of.task_id) else {
+        return Err(AbortError::new(format!("task id {} is not a ULID", of.task_id)).into());
+    };
+    let max = of.kind.max_attempts();
+    let attempt = of.attempt.max(1);
+    let span = tracing::info_span!("job", kind = of.kind.name(), job = %id, attempt, request_id = of.request_id);
+    let start = JobStart {
+        id,
+        org_id: of.org_id,
+        kind: of.kind.name(),
+        session_id: of.session_id,
+        request_id: of.request_id,
+        attempt: attempt as i32,
+        max_attempts: max as i32,
+    };
+    // Without its record the job can still run; the record catches up on the next attempt.
+    if let Err(e) = jobs::job_running(db, &start).await {
+        tracing::warn!(parent: &span, error = %e, "could not record job start");
+    }
+    let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone()))
+        .catch_unwind()
+        .await;
+    let _enter = span.enter();
+    let (status, error, result) = match outcome {
+        Ok(Ok(value)) => ("succeeded", None, Ok(value)),
+        Ok(Err(JobError::Permanent(msg))) => (
+            "failed",
+            Some(msg.clone()),
+            Err(AbortError::new(msg).into()),
+        ),
+        Ok(Err(JobError::Retryable(msg))) if attempt >= max => {
+            let msg = format!("{msg} (gave up after {attempt} attempts)");
+            (
+                "failed",
+                Some(msg.clone()),
+                Err(AbortError::new(msg).into()),
+            )
+        }
+        Ok(Err(JobError::Retryable(msg))) => {
+            ("queued", Some(msg.clone()), Err(BoxDynError::from(msg)))
+        }
+        Err(panic) => {
+            let msg = format!("job panicked: {}", panic_message(&*panic));
+            (
+                "failed",
+                Some(msg.clone()),
+                Err(AbortError::new(msg).into()),
+            )
+        }
+    };
+    let value = result
+        .as_ref()
+        .ok()
+        .and_then(|v| serde_json::to_value(v).ok());
+    match status {
+        "succeeded" => tracing::info!("job succeeded"),
+        "queued" => tracing::warn!(error = error.as_deref(), "job attempt failed; will retry"),
+        _ => tracing::error!(error = error.as_deref(), "job failed"),
+    }
+    if let Err(e) = jobs::job_outcome(db, id, status, error.as_deref(), value.as_ref()).await {
+        tracing::warn!(error = %e, "could not record job outcome");
+    }
+    result
+}
