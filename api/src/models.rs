@@ -76,6 +76,59 @@ impl ParseFromJSON for Money {
     }
 }
 
+/// A point in time, written as RFC 3339 in UTC with a `Z` (fractional seconds only when present).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UtcTime(pub DateTime<Utc>);
+
+impl From<DateTime<Utc>> for UtcTime {
+    fn from(t: DateTime<Utc>) -> Self {
+        Self(t)
+    }
+}
+
+impl Type for UtcTime {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_date-time".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "date-time")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for UtcTime {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(
+            self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ))
+    }
+}
+
+impl ParseFromJSON for UtcTime {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+                .map(|t| UtcTime(t.with_timezone(&Utc)))
+                .map_err(|_| ParseError::custom("not an RFC 3339 date-time")),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
 /// Whether a session is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
 #[oai(rename_all = "lowercase")]
@@ -138,13 +191,13 @@ pub struct Session {
     /// Free-form metadata given at creation.
     pub metadata: Value,
     /// When the session started.
-    pub started_at: DateTime<Utc>,
+    pub started_at: UtcTime,
     /// When it ended.
-    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<UtcTime>,
     /// The first stored event's time.
-    pub first_event_at: Option<DateTime<Utc>>,
+    pub first_event_at: Option<UtcTime>,
     /// The last stored event's time.
-    pub last_event_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<UtcTime>,
     /// Usage and cost.
     pub model_metrics: ModelMetrics,
     /// Events stored.
@@ -154,9 +207,9 @@ pub struct Session {
     /// Failed tool calls and failed stops stored.
     pub error_count: i64,
     /// When the record was created.
-    pub created_at: DateTime<Utc>,
+    pub created_at: UtcTime,
     /// When the record last changed.
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: UtcTime,
 }
 
 impl From<SessionRow> for Session {
@@ -179,10 +232,10 @@ impl From<SessionRow> for Session {
             end_reason: r.end_reason,
             summary: r.summary,
             metadata: r.metadata,
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-            first_event_at: r.first_event_at,
-            last_event_at: r.last_event_at,
+            started_at: r.started_at.into(),
+            ended_at: r.ended_at.map(UtcTime),
+            first_event_at: r.first_event_at.map(UtcTime),
+            last_event_at: r.last_event_at.map(UtcTime),
             model_metrics: ModelMetrics {
                 input_tokens: r.input_tokens,
                 output_tokens: r.output_tokens,
@@ -193,8 +246,8 @@ impl From<SessionRow> for Session {
             event_count: r.event_count,
             tool_call_count: r.tool_call_count,
             error_count: r.error_count,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+            created_at: r.created_at.into(),
+            updated_at: r.updated_at.into(),
         }
     }
 }
@@ -213,7 +266,7 @@ pub struct Run {
     /// The component worked on.
     pub component: Option<String>,
     /// When it started.
-    pub started_at: DateTime<Utc>,
+    pub started_at: UtcTime,
 }
 
 impl From<RunRow> for Run {
@@ -224,7 +277,7 @@ impl From<RunRow> for Run {
             project_id: r.project_id.map(|p| p.to_string()),
             repository_id: r.repository_id.map(|p| p.to_string()),
             component: r.component,
-            started_at: r.started_at,
+            started_at: r.started_at.into(),
         }
     }
 }
@@ -247,9 +300,9 @@ pub struct Task {
     /// `running` or `completed`.
     pub status: String,
     /// When it started.
-    pub started_at: Option<DateTime<Utc>>,
+    pub started_at: Option<UtcTime>,
     /// When it ended.
-    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<UtcTime>,
     /// Events it fired.
     pub event_count: i64,
     /// Tool calls it made.
@@ -272,8 +325,8 @@ impl Task {
                     description: r.description.clone(),
                     tool_use_id: r.tool_use_id.clone(),
                     status: r.status.clone(),
-                    started_at: r.started_at,
-                    ended_at: r.ended_at,
+                    started_at: r.started_at.map(UtcTime),
+                    ended_at: r.ended_at.map(UtcTime),
                     event_count: r.event_count,
                     tool_call_count: r.tool_call_count,
                     children: build(rows, Some(r.id)),
@@ -296,9 +349,9 @@ pub struct Event {
     /// The client's own id, when it gave one.
     pub client_event_id: Option<String>,
     /// When the event happened, as the client said (UTC).
-    pub timestamp: DateTime<Utc>,
+    pub timestamp: UtcTime,
     /// When the API received it.
-    pub received_at: DateTime<Utc>,
+    pub received_at: UtcTime,
     /// True when the timestamp was far in the future; the event is then ordered by `received_at`.
     pub timestamp_in_future: bool,
     /// The task (subagent) it belongs to.
@@ -318,8 +371,8 @@ impl From<EventRow> for Event {
             seq: r.seq,
             event_type: r.event_type,
             client_event_id: r.client_event_id,
-            timestamp: r.timestamp,
-            received_at: r.received_at,
+            timestamp: r.timestamp.into(),
+            received_at: r.received_at.into(),
             timestamp_in_future: r.timestamp_in_future,
             task_id: r.task_id.map(|t| t.to_string()),
             tool_name: r.tool_name,
@@ -359,11 +412,11 @@ pub struct Job {
     /// What it produced (for `persist_events`: inserted, duplicates, skipped).
     pub result: Option<Value>,
     /// When it was queued.
-    pub created_at: DateTime<Utc>,
+    pub created_at: UtcTime,
     /// When its first attempt started.
-    pub started_at: Option<DateTime<Utc>>,
+    pub started_at: Option<UtcTime>,
     /// When it reached succeeded or failed.
-    pub finished_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<UtcTime>,
 }
 
 impl From<JobRow> for Job {
@@ -383,9 +436,9 @@ impl From<JobRow> for Job {
             error: r.error,
             session_id: r.session_id.map(|s| s.to_string()),
             result: r.result,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
+            created_at: r.created_at.into(),
+            started_at: r.started_at.map(UtcTime),
+            finished_at: r.finished_at.map(UtcTime),
         }
     }
 }

@@ -56,7 +56,7 @@ async fn from_queue(state: &AppState, org: OrgId, id: JobId) -> Result<Option<Jo
             error: None,
             session_id: owner.session_id.map(|s| s.to_string()),
             result: None,
-            created_at,
+            created_at: created_at.into(),
             started_at: None,
             finished_at: None,
         }));
