@@ -39,10 +39,9 @@ pub async fn read_repaired(req: &Request, body: &mut RequestBody) -> Result<Stri
     if let Some(len) = req
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
     {
-        if len > limit {
-            return Err(too_large());
-        }
+        return Err(too_large());
     }
     let bytes = body
         .take()

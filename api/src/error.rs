@@ -48,7 +48,8 @@ pub struct Problem {
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub problem: Problem,
+    /// Boxed: handlers return `Result<_, ApiError>` on every path, so keep the error small.
+    pub problem: Box<Problem>,
     pub retry_after: Option<u64>,
 }
 
@@ -71,14 +72,14 @@ fn title_for(status: StatusCode) -> &'static str {
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Self {
-            problem: Problem {
+            problem: Box::new(Problem {
                 kind: format!("https://crewkit.dev/problems/{code}"),
                 title: title_for(status).to_string(),
                 status: status.as_u16(),
                 detail: detail.into(),
                 code: code.to_string(),
                 errors: Vec::new(),
-            },
+            }),
             retry_after: None,
         }
     }

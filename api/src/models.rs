@@ -47,10 +47,10 @@ impl ToJSON for Money {
         // A decimal of up to 15 significant digits survives f64 exactly in its shortest text
         // form, which is what serde_json prints: 0.1 is written `0.1`, never 0.1000000000000000055.
         let normalized = self.0.normalize();
-        if normalized.scale() == 0 {
-            if let Some(i) = normalized.to_i64() {
-                return Some(Value::from(i));
-            }
+        if normalized.scale() == 0
+            && let Some(i) = normalized.to_i64()
+        {
+            return Some(Value::from(i));
         }
         normalized
             .to_f64()

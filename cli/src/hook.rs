@@ -156,23 +156,23 @@ async fn run(args: &HookArgs, input: &[u8], deadline: Instant) {
     let client = Client::new(target, deadline);
 
     let pending = spool.pending();
-    if !pending.is_empty() {
-        if let Err(why) = flush(&client, &sessions, &spool, pending).await {
-            keep(
-                &spool,
-                &name,
-                &entry,
-                &format!("spooled events could not be sent yet ({why})"),
-            );
-            return;
-        }
+    if !pending.is_empty()
+        && let Err(why) = flush(&client, &sessions, &spool, pending).await
+    {
+        keep(
+            &spool,
+            &name,
+            &entry,
+            &format!("spooled events could not be sent yet ({why})"),
+        );
+        return;
     }
     if let Err(why) = send(
         &client,
         &sessions,
         &entry.agent_session_id,
         &entry.session,
-        &[entry.event.clone()],
+        std::slice::from_ref(&entry.event),
     )
     .await
     {

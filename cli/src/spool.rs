@@ -78,10 +78,10 @@ impl Spool {
     /// Moves an entry the server refused for good into `rejected/`, where a person can look.
     pub fn set_aside(&self, path: &Path) {
         let dir = self.dir.join("rejected");
-        if fs::create_dir_all(&dir).is_ok() {
-            if let Some(name) = path.file_name() {
-                let _ = fs::rename(path, dir.join(name));
-            }
+        if fs::create_dir_all(&dir).is_ok()
+            && let Some(name) = path.file_name()
+        {
+            let _ = fs::rename(path, dir.join(name));
         }
     }
 }

@@ -292,16 +292,9 @@ async fn derive_tasks(
             });
         }
     }
-    tasks::apply_observations(
-        &mut **tx,
-        job.org_id,
-        job.session_id,
-        &obs,
-        &subagent_events,
-    )
-    .await?;
+    tasks::apply_observations(tx, job.org_id, job.session_id, &obs, &subagent_events).await?;
     if touches_agents {
-        tasks::link_launching_tool_calls(&mut **tx, job.session_id).await?;
+        tasks::link_launching_tool_calls(tx, job.session_id).await?;
     }
     Ok(())
 }

@@ -38,10 +38,10 @@ fn split_array(bytes: &[u8]) -> Vec<&[u8]> {
             }
             b']' | b'}' => {
                 depth -= 1;
-                if depth == 1 {
-                    if let Some(s) = start.take() {
-                        out.push(&bytes[s..=i]);
-                    }
+                if depth == 1
+                    && let Some(s) = start.take()
+                {
+                    out.push(&bytes[s..=i]);
                 }
             }
             _ => {}

@@ -56,10 +56,11 @@ pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sql
     let mut options: PgConnectOptions = database_url.parse()?;
     // Without a user in the URL or PGUSER, sqlx asks the environment ($USER), which services and
     // CI often lack; it then tries a user named "anonymous". Use the OS account, as libpq does.
-    if !url_has_user(database_url) && std::env::var_os("PGUSER").is_none() {
-        if let Some(user) = os_username() {
-            options = options.username(&user);
-        }
+    if !url_has_user(database_url)
+        && std::env::var_os("PGUSER").is_none()
+        && let Some(user) = os_username()
+    {
+        options = options.username(&user);
     }
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

@@ -105,10 +105,10 @@ pub async fn create_session(
     user: UserId,
     new: &NewSession,
 ) -> StoreResult<Created> {
-    if let Some(agent_sid) = &new.agent_session_id {
-        if let Some(id) = find_by_agent_session(pool, org, agent_sid).await? {
-            return Ok(Created::Existing(id));
-        }
+    if let Some(agent_sid) = &new.agent_session_id
+        && let Some(id) = find_by_agent_session(pool, org, agent_sid).await?
+    {
+        return Ok(Created::Existing(id));
     }
     let mut tx = pool.begin().await?;
     let started_at = new.started_at.unwrap_or_else(Utc::now);
