@@ -21,11 +21,24 @@ use crewkit_jobs::domain::json_repair::repair_json;
 /// A body decoded into `T`, documented as `S`.
 pub struct JsonBody<T, S = T>(pub T, PhantomData<S>);
 
+/// A body that may be absent (then `T::default()`), decoded into `T`.
+pub struct OptionalJsonBody<T>(pub T);
+
 /// A body's text after repair, documented as `S`, for handlers that decode it themselves.
 pub struct RawJsonBody<S>(pub String, PhantomData<S>);
 
-/// Reads the body within the limit and repairs it.
+/// Reads the body within the limit and repairs it; an empty body is a 400.
 pub async fn read_repaired(req: &Request, body: &mut RequestBody) -> Result<String, ApiError> {
+    read_repaired_or_empty(req, body)
+        .await?
+        .ok_or_else(|| ApiError::invalid("body", "missing_body", "a JSON body is required"))
+}
+
+/// Reads the body within the limit and repairs it; `None` when there is none.
+pub async fn read_repaired_or_empty(
+    req: &Request,
+    body: &mut RequestBody,
+) -> Result<Option<String>, ApiError> {
     let limit = req
         .data::<AppState>()
         .map_or(5 * 1024 * 1024, |s| s.config.max_body_bytes);
@@ -43,23 +56,17 @@ pub async fn read_repaired(req: &Request, body: &mut RequestBody) -> Result<Stri
     {
         return Err(too_large());
     }
-    let bytes = body
-        .take()
-        .map_err(|_| ApiError::invalid("body", "missing_body", "a JSON body is required"))?
-        .into_bytes_limit(limit)
-        .await
-        .map_err(|e| match e {
-            poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-            other => ApiError::invalid("body", "unreadable_body", other.to_string()),
-        })?;
-    if bytes.is_empty() {
-        return Err(ApiError::invalid(
-            "body",
-            "missing_body",
-            "a JSON body is required",
-        ));
+    let Ok(taken) = body.take() else {
+        return Ok(None);
+    };
+    let bytes = taken.into_bytes_limit(limit).await.map_err(|e| match e {
+        poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+        other => ApiError::invalid("body", "unreadable_body", other.to_string()),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
-    Ok(repair_json(&bytes).into_owned())
+    Ok(Some(repair_json(&bytes).into_owned()))
 }
 
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
@@ -88,7 +95,8 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let field = if syntax || path == "." || path.is_empty() {
             "body".to_string()
         } else {
             path
@@ -160,5 +168,38 @@ impl<'a, S: Type> ApiExtractor<'a> for RawJsonBody<S> {
     ) -> poem::Result<Self> {
         check_content_type(req)?;
         Ok(RawJsonBody(read_repaired(req, body).await?, PhantomData))
+    }
+}
+
+impl<'a, T: DeserializeOwned + Default + Type + Send> ApiExtractor<'a> for OptionalJsonBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: T::schema_ref(),
+            }],
+            required: false,
+        })
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        check_content_type(req)?;
+        match read_repaired_or_empty(req, body).await? {
+            None => Ok(OptionalJsonBody(T::default())),
+            Some(text) => Ok(OptionalJsonBody(decode(&text)?)),
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod models;
+pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -76,6 +76,25 @@ impl ParseFromJSON for Money {
     }
 }
 
+/// Read from the JSON text of the number (or a string), so `0.1` is exactly one tenth: never
+/// through `f64`.
+impl<'de> serde::Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        let text = raw.get().trim_matches('"');
+        let value: Decimal = text
+            .parse()
+            .or_else(|_| Decimal::from_scientific(text))
+            .map_err(|_| {
+                serde::de::Error::custom(format!("{} is not a decimal number", raw.get()))
+            })?;
+        if value.is_sign_negative() {
+            return Err(serde::de::Error::custom("must not be negative"));
+        }
+        Ok(Money(value))
+    }
+}
+
 /// A point in time, written as RFC 3339 in UTC with a `Z` (fractional seconds only when present).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UtcTime(pub DateTime<Utc>);
@@ -342,7 +361,7 @@ impl Task {
 pub struct Event {
     /// The event id (`evt_…`).
     pub id: String,
-    /// Position in the session's timeline; pass it as `after` to read on.
+    /// Arrival order across all events (not within a session); pass the last one read as `after`.
     pub seq: i64,
     /// The hook event name, such as `PostToolUse`.
     pub event_type: String,
@@ -439,6 +458,144 @@ impl From<JobRow> for Job {
             created_at: r.created_at.into(),
             started_at: r.started_at.map(UtcTime),
             finished_at: r.finished_at.map(UtcTime),
+        }
+    }
+}
+
+/// A context compaction of a session.
+#[derive(Debug, Clone, Object)]
+pub struct Compaction {
+    /// The compaction id (`cmp_…`).
+    pub id: String,
+    /// The session compacted.
+    pub session_id: String,
+    /// The request id it was created with (one compaction per request id).
+    pub request_id: String,
+    /// `manual` (the endpoint) or `pre_compact` (a PreCompact hook event).
+    pub trigger: String,
+    /// queued → running → succeeded | failed.
+    pub status: String,
+    /// The job producing it (`job_…`).
+    pub job_id: Option<String>,
+    /// The digest, once done.
+    pub digest: Option<Value>,
+    /// First event covered (its `seq`).
+    pub first_event_seq: Option<i64>,
+    /// Last event covered (its `seq`).
+    pub last_event_seq: Option<i64>,
+    /// Size of the events covered, in bytes.
+    pub size_before: Option<i64>,
+    /// Size of the digest, in bytes.
+    pub size_after: Option<i64>,
+    /// When it was requested.
+    pub created_at: UtcTime,
+    /// When it finished.
+    pub finished_at: Option<UtcTime>,
+}
+
+impl From<crewkit_jobs::store::compactions::CompactionRow> for Compaction {
+    fn from(r: crewkit_jobs::store::compactions::CompactionRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            session_id: r.conversation_id.to_string(),
+            request_id: r.request_id,
+            trigger: r.trigger,
+            status: r.status,
+            job_id: r.job_id.map(|j| j.to_string()),
+            digest: r.digest,
+            first_event_seq: r.first_event_seq,
+            last_event_seq: r.last_event_seq,
+            size_before: r.size_before,
+            size_after: r.size_after,
+            created_at: r.created_at.into(),
+            finished_at: r.finished_at.map(UtcTime),
+        }
+    }
+}
+
+/// Usage of one model in a session (cumulative).
+#[derive(Debug, Clone, Object)]
+pub struct ModelUsage {
+    /// The model id, such as `claude-sonnet-4-6`.
+    pub model: String,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: i64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: i64,
+    /// Cost in USD, when known.
+    pub cost_usd: Option<Money>,
+}
+
+impl From<crewkit_jobs::store::sessions::ModelUsage> for ModelUsage {
+    fn from(m: crewkit_jobs::store::sessions::ModelUsage) -> Self {
+        Self {
+            model: m.model,
+            input_tokens: m.input_tokens,
+            output_tokens: m.output_tokens,
+            cache_read_input_tokens: m.cache_read_tokens,
+            cache_creation_input_tokens: m.cache_write_tokens,
+            cost_usd: m.cost_usd.map(Money),
+        }
+    }
+}
+
+/// A user of the organisation.
+#[derive(Debug, Clone, Object)]
+pub struct User {
+    /// The user id (`usr_…`).
+    pub id: String,
+    /// Email (lower-cased).
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `admin`, `manager` or `member`.
+    pub role: String,
+    /// When the user was added.
+    pub created_at: UtcTime,
+}
+
+impl From<crewkit_jobs::store::orgs::UserRow> for User {
+    fn from(r: crewkit_jobs::store::orgs::UserRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            email: r.email,
+            name: r.name,
+            role: r.role,
+            created_at: r.created_at.into(),
+        }
+    }
+}
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, Object)]
+pub struct ApiKeyInfo {
+    /// The key id (`key_…`).
+    pub id: String,
+    /// The user it acts as.
+    pub user_id: String,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    /// A name for the key.
+    pub name: Option<String>,
+    /// When it was created.
+    pub created_at: UtcTime,
+    /// When it was revoked; a revoked key is refused.
+    pub revoked_at: Option<UtcTime>,
+}
+
+impl From<crewkit_jobs::store::orgs::ApiKeyRow> for ApiKeyInfo {
+    fn from(r: crewkit_jobs::store::orgs::ApiKeyRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            user_id: r.user_id.to_string(),
+            prefix: r.key_prefix,
+            name: r.name,
+            created_at: r.created_at.into(),
+            revoked_at: r.revoked_at.map(UtcTime),
         }
     }
 }

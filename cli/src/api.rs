@@ -82,13 +82,16 @@ impl Client {
     }
 
     /// Creates (or finds: the call is idempotent on `agent_session_id`) the session; its id.
-    pub async fn ensure_session(&self, session: &Value) -> Result<String, Sent> {
+    /// Creates (or finds) the session; its id and its run's id.
+    pub async fn ensure_session(&self, session: &Value) -> Result<(String, String), Sent> {
         match self.post("/sessions", session).await {
-            Sent::Ok(v) => v
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or(Sent::Failed("no id in response".into())),
+            Sent::Ok(v) => {
+                let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+                match (field("id"), field("run_id")) {
+                    (Some(id), Some(run)) => Ok((id, run)),
+                    _ => Err(Sent::Failed("no id in response".into())),
+                }
+            }
             other => Err(other),
         }
     }

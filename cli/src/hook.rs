@@ -245,8 +245,27 @@ async fn send(
                 if let Some(url) = remote_url(session).await {
                     body["remote_url"] = Value::String(url);
                 }
-                let id = client.ensure_session(&body).await.map_err(outcome)?;
+                let cwd = session
+                    .pointer("/metadata/cwd")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                link_to_previous(&mut body, sessions.last_in(cwd));
+                let (id, run) = match client.ensure_session(&body).await {
+                    // The remembered previous conversation is unknown to this server: no link.
+                    Err(Sent::Refused(404, _))
+                        if body.get("run_id").is_some()
+                            || body.get("parent_session_id").is_some() =>
+                    {
+                        if let Some(o) = body.as_object_mut() {
+                            o.remove("run_id");
+                            o.remove("parent_session_id");
+                        }
+                        client.ensure_session(&body).await.map_err(outcome)?
+                    }
+                    other => other.map_err(outcome)?,
+                };
                 sessions.put(agent_sid, &id);
+                sessions.set_last_in(cwd, &id, &run);
                 id
             }
         };
@@ -268,6 +287,24 @@ fn outcome(s: Sent) -> Outcome {
         Sent::Refused(status, body) => Outcome::Failed(format!("{status}: {body}")),
         Sent::Failed(msg) => Outcome::Failed(msg),
         Sent::Ok(_) => Outcome::Failed("unexpected response".into()),
+    }
+}
+
+/// A new conversation that continues the previous one in the same directory: `/clear` starts a
+/// new conversation in the same run; a resume, fork or compaction continues the previous
+/// conversation's thread (and a compaction stays in its run).
+fn link_to_previous(body: &mut Value, previous: Option<(String, String)>) {
+    let Some((prev_id, prev_run)) = previous else {
+        return;
+    };
+    match body.pointer("/metadata/source").and_then(Value::as_str) {
+        Some("clear") => body["run_id"] = Value::String(prev_run),
+        Some("compact") => {
+            body["run_id"] = Value::String(prev_run);
+            body["parent_session_id"] = Value::String(prev_id);
+        }
+        Some("resume" | "fork") => body["parent_session_id"] = Value::String(prev_id),
+        _ => {}
     }
 }
 
@@ -323,6 +360,22 @@ impl SessionCache {
     fn forget(&self, agent_sid: &str) {
         let _ = std::fs::remove_file(self.path(agent_sid));
     }
+
+    fn last_path(&self, cwd: &str) -> PathBuf {
+        self.path(&format!("last-in-dir|{cwd}"))
+    }
+
+    /// The conversation last created from this directory: its id and run id.
+    fn last_in(&self, cwd: &str) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(self.last_path(cwd)).ok()?;
+        let (id, run) = text.trim().split_once(' ')?;
+        Some((id.to_string(), run.to_string()))
+    }
+
+    fn set_last_in(&self, cwd: &str, id: &str, run: &str) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let _ = std::fs::write(self.last_path(cwd), format!("{id} {run}"));
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +404,33 @@ mod tests {
             "{err}"
         );
         assert!(stamp(b"not json", "claude-code").is_err());
+    }
+
+    #[test]
+    fn a_new_conversation_links_to_the_previous_one_by_its_source() {
+        let prev = || Some(("ses_prev".to_string(), "run_prev".to_string()));
+        let body = |source: &str| json!({"metadata": {"source": source}});
+        let mut b = body("clear");
+        link_to_previous(&mut b, prev());
+        assert_eq!(
+            (b["run_id"].as_str(), b.get("parent_session_id")),
+            (Some("run_prev"), None)
+        );
+        let mut b = body("resume");
+        link_to_previous(&mut b, prev());
+        assert_eq!(
+            (b.get("run_id"), b["parent_session_id"].as_str()),
+            (None, Some("ses_prev"))
+        );
+        let mut b = body("compact");
+        link_to_previous(&mut b, prev());
+        assert_eq!(
+            (b["run_id"].as_str(), b["parent_session_id"].as_str()),
+            (Some("run_prev"), Some("ses_prev"))
+        );
+        let mut b = body("startup");
+        link_to_previous(&mut b, prev());
+        assert_eq!(b, body("startup"));
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //! and pushes one `persist_events` job (`queue`); a worker runs `persist_events::run`, which writes
 //! the batch in one statement (`store::events`) and derives counters and tasks (`store::tasks`).
 
+pub mod analyze_session;
+pub mod compact_session;
 pub mod config;
 pub mod domain;
 pub mod ids;
 pub mod lifecycle;
 pub mod persist_events;
 pub mod queue;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

@@ -22,14 +22,22 @@ use crate::ids::JobId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     PersistEvents,
+    AnalyzeSession,
+    CompactSession,
 }
 
 impl JobKind {
-    pub const ALL: &'static [JobKind] = &[JobKind::PersistEvents];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::PersistEvents,
+        JobKind::AnalyzeSession,
+        JobKind::CompactSession,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::PersistEvents => "persist_events",
+            JobKind::AnalyzeSession => "analyze_session",
+            JobKind::CompactSession => "compact_session",
         }
     }
 
@@ -37,12 +45,15 @@ impl JobKind {
     pub fn queue(&self) -> &'static str {
         match self {
             JobKind::PersistEvents => "ingest",
+            JobKind::AnalyzeSession => "analysis",
+            JobKind::CompactSession => "compaction",
         }
     }
 
     pub fn max_attempts(&self) -> usize {
         match self {
             JobKind::PersistEvents => 8,
+            JobKind::AnalyzeSession | JobKind::CompactSession => 5,
         }
     }
 
@@ -111,9 +122,23 @@ impl Queues {
 
     /// Pushes one job and returns its id once Redis has it. A connection error is retried once
     /// (the first command after a Redis restart fails while the manager reconnects).
-    #[tracing::instrument(skip_all, fields(kind = kind.name()))]
     pub async fn push<T: Serialize>(&self, kind: JobKind, job: &T) -> Result<JobId, QueueError> {
-        let (job_id, ulid) = JobId::generate_ulid();
+        let (job_id, _) = JobId::generate_ulid();
+        self.push_with_id(kind, job_id, job).await?;
+        Ok(job_id)
+    }
+
+    /// Pushes a job whose id was chosen earlier: the caller wrote its record (status `queued`) in
+    /// the same transaction as the change that caused it, and pushes only after the commit, so a
+    /// worker never picks up a job whose cause it cannot see yet.
+    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
+    pub async fn push_with_id<T: Serialize>(
+        &self,
+        kind: JobKind,
+        job_id: JobId,
+        job: &T,
+    ) -> Result<(), QueueError> {
+        let ulid = job_id.ulid();
         let bytes = serde_json::to_vec(job)?;
         let config = self.config(kind);
         let task = || {
@@ -124,13 +149,13 @@ impl Queues {
         };
         let mut conn = self.conn.clone();
         match apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await {
-            Ok(_) => Ok(job_id),
+            Ok(_) => Ok(()),
             Err(apalis_redis::Error::Database(e))
                 if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() =>
             {
                 tracing::warn!(error = %e, "redis push failed, retrying once");
                 apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await?;
-                Ok(job_id)
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }

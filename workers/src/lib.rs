@@ -103,6 +103,14 @@ pub fn monitor(state: WorkerState, kinds: &[JobKind]) -> Monitor {
                         .build(persist_events_task)
                 });
             }
+            // Queued by the API already (end, compact); their handlers are not written yet, so
+            // these jobs wait in their queues until a worker that has them starts.
+            JobKind::AnalyzeSession | JobKind::CompactSession => {
+                tracing::warn!(
+                    queue = kind.queue(),
+                    "no handler for this queue yet; its jobs stay queued"
+                );
+            }
         }
     }
     monitor

@@ -22,6 +22,7 @@ use crewkit_jobs::domain::ingest::validate_batch;
 use crewkit_jobs::ids::{OrgId, SessionId};
 use crewkit_jobs::persist_events::PersistEvents;
 use crewkit_jobs::queue::JobKind;
+use crewkit_jobs::store::StoreError;
 use crewkit_jobs::store::events as event_store;
 use crewkit_jobs::store::sessions::{self, SessionRef};
 
@@ -158,10 +159,7 @@ impl EventsApi {
             .with_errors(errors));
         }
         let accepted = batch.accepted.len() as u32;
-        let request_id = req
-            .extensions()
-            .get::<poem::middleware::ReqId>()
-            .map(|r| r.to_string());
+        let request_id = super::request_id(req);
         let job = PersistEvents {
             org_id: p.org_id,
             session_id: session,
@@ -206,10 +204,20 @@ impl EventsApi {
     ) -> Result<Json<EventPage>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let session = resolve(&state, p.org_id, &session_id).await?;
-        let rows = event_store::list_events(&state.db, p.org_id, session, after.0, limit.0).await?;
-        let next_after = (rows.len() == limit.0 as usize)
-            .then(|| rows.last().map(|r| r.seq))
-            .flatten();
+        // One more than asked tells whether another page exists.
+        let mut rows = event_store::list_events(&state.db, p.org_id, session, after.0, limit.0 + 1)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => ApiError::invalid(
+                    "after",
+                    "invalid_parameter",
+                    "no event of this session has this seq",
+                ),
+                other => other.into(),
+            })?;
+        let more = rows.len() > limit.0 as usize;
+        rows.truncate(limit.0 as usize);
+        let next_after = more.then(|| rows.last().map(|r| r.seq)).flatten();
         Ok(Json(EventPage {
             data: rows.into_iter().map(Event::from).collect(),
             next_after,

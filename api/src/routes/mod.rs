@@ -10,10 +10,13 @@ use crate::error::ApiError;
 use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::IdError;
 
+pub mod admin;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod session_updates;
 pub mod sessions;
+pub mod threads;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -23,6 +26,8 @@ pub enum ApiTags {
     Observability,
     /// Background jobs.
     Jobs,
+    /// Users and API keys of an organisation (admin role).
+    Admin,
     /// Liveness and readiness.
     Health,
 }
@@ -49,18 +54,39 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
+/// The request id (from `X-Request-Id` or generated), carried into the jobs a request queues.
+pub fn request_id(req: &poem::Request) -> Option<String> {
+    req.extensions()
+        .get::<poem::middleware::ReqId>()
+        .map(|r| r.to_string())
+}
+
+pub fn default_page() -> u32 {
+    1
+}
+
+pub fn default_per_page() -> u32 {
+    25
+}
+
 pub type AllApis = (
+    threads::ThreadsApi,
     sessions::SessionsApi,
+    session_updates::SessionUpdatesApi,
     events::EventsApi,
     jobs::JobsApi,
+    admin::AdminApi,
     health::HealthApi,
 );
 
 pub fn apis() -> AllApis {
     (
+        threads::ThreadsApi,
         sessions::SessionsApi,
+        session_updates::SessionUpdatesApi,
         events::EventsApi,
         jobs::JobsApi,
+        admin::AdminApi,
         health::HealthApi,
     )
 }

@@ -10,13 +10,13 @@ use super::{ApiTags, parse_id, parse_time};
 use crate::auth::ApiKey;
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::models::{Run, Session, SessionStatus, Task};
+use crate::models::{Compaction, ModelUsage, Run, Session, SessionStatus, Task};
 use crate::state::AppState;
 use crewkit_jobs::domain::RemoteUrl;
 use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::{ProjectId, RepoId, RunId, SessionId};
 use crewkit_jobs::store::sessions::{self, Created, NewSession, SessionFilter};
-use crewkit_jobs::store::tasks;
+use crewkit_jobs::store::{compactions, tasks};
 
 pub struct SessionsApi;
 
@@ -83,6 +83,10 @@ pub struct SessionDetail {
     pub task_count: i64,
     /// Its tasks, as trees.
     pub tasks: Vec<Task>,
+    /// Usage per model.
+    pub models: Vec<ModelUsage>,
+    /// Its compactions, newest first.
+    pub compactions: Vec<Compaction>,
 }
 
 /// A conversation of a run, with its tasks.
@@ -229,11 +233,11 @@ impl SessionsApi {
         /// Organisation id (`org_…`) or slug.
         org_id: Path<String>,
         /// Page number, from 1.
-        #[oai(default = "default_page", validator(minimum(value = "1")))]
+        #[oai(default = "super::default_page", validator(minimum(value = "1")))]
         page: Query<u32>,
         /// Items per page, 1 to 100.
         #[oai(
-            default = "default_per_page",
+            default = "super::default_per_page",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         per_page: Query<u32>,
@@ -314,11 +318,15 @@ impl SessionsApi {
         let row = sessions::get_session(&state.db, p.org_id, id).await?;
         let run = sessions::get_run(&state.db, p.org_id, row.run_id).await?;
         let task_rows = tasks::tasks_of_sessions(&state.db, p.org_id, &[id]).await?;
+        let models = sessions::models_of_session(&state.db, id).await?;
+        let compactions = compactions::list(&state.db, p.org_id, id).await?;
         Ok(Json(SessionDetail {
             session: row.into(),
             run: run.into(),
             task_count: task_rows.len() as i64,
             tasks: Task::forest(&task_rows),
+            models: models.into_iter().map(ModelUsage::from).collect(),
+            compactions: compactions.into_iter().map(Compaction::from).collect(),
         }))
     }
 
@@ -366,14 +374,6 @@ impl SessionsApi {
             conversations,
         }))
     }
-}
-
-fn default_page() -> u32 {
-    1
-}
-
-fn default_per_page() -> u32 {
-    25
 }
 
 #[cfg(test)]

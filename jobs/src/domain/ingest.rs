@@ -37,7 +37,7 @@ pub struct Rejection {
 pub enum BatchError {
     #[error("request body is not valid JSON: {0}")]
     Json(String),
-    #[error("`events` must be an array of event objects")]
+    #[error("the body must be an object with an `events` array of event objects")]
     NoEvents,
     #[error("{count} events in one request; the limit is {max}")]
     TooManyEvents { count: usize, max: usize },
@@ -74,8 +74,13 @@ pub fn validate_batch(
     max_events: usize,
     received_at: DateTime<Utc>,
 ) -> Result<ValidatedBatch, BatchError> {
-    let batch: RawBatch<'_> =
-        serde_json::from_str(body).map_err(|e| BatchError::Json(e.to_string()))?;
+    let batch: RawBatch<'_> = serde_json::from_str(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            BatchError::Json(e.to_string())
+        } else {
+            BatchError::NoEvents
+        }
+    })?;
     let events = batch.events.ok_or(BatchError::NoEvents)?;
     if events.len() > max_events {
         return Err(BatchError::TooManyEvents {

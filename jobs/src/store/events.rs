@@ -84,7 +84,8 @@ pub async fn insert_events(
     Ok(inserted)
 }
 
-/// Raises a session's counters by what was really inserted.
+/// Raises a session's counters by what was really inserted. A session never starts after its
+/// first event (events may be backfilled, or the agent's clock may be behind ours).
 pub async fn bump_session_counters(
     db: impl PgExecutor<'_>,
     session: SessionId,
@@ -102,7 +103,8 @@ pub async fn bump_session_counters(
     sqlx::query(
         "UPDATE conversations SET event_count = event_count + $2, tool_call_count = tool_call_count + $3,
                 error_count = error_count + $4, first_event_at = LEAST(first_event_at, $5),
-                last_event_at = GREATEST(last_event_at, $6), updated_at = now()
+                last_event_at = GREATEST(last_event_at, $6), updated_at = now(),
+                started_at = LEAST(started_at, $5)
           WHERE id = $1",
     )
     .bind(session)
@@ -142,14 +144,24 @@ pub struct EventRow {
     pub data: serde_json::Value,
 }
 
-/// Events of a session in timeline order, after the cursor `(order_at, seq)` of the last one seen.
+/// Events of a session in timeline order, after the event whose `seq` is `after_seq`.
+/// `NotFound` when that event is not in the session.
 pub async fn list_events(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     org: OrgId,
     session: SessionId,
     after_seq: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<EventRow>> {
+    if let Some(seq) = after_seq {
+        let found: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM events WHERE conversation_id = $1 AND seq = $2")
+                .bind(session)
+                .bind(seq)
+                .fetch_optional(db)
+                .await?;
+        found.ok_or(super::StoreError::NotFound("event `after`"))?;
+    }
     let rows = sqlx::query_as(
         "SELECT e.id, e.seq, e.event_type, e.client_event_id, e.timestamp, e.received_at,
                 e.timestamp_in_future, e.task_id, e.tool_name, e.tool_use_id, e.data

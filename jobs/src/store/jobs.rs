@@ -41,8 +41,8 @@ pub struct JobStart<'a> {
 /// Records that an attempt started (creating the record on the first one).
 pub async fn job_running(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id, started_at)
-         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, now())
+        "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id, started_at, created_at)
+         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, now(), to_timestamp($8::float8 / 1000))
          ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
                 started_at = COALESCE(jobs.started_at, now()), updated_at = now()",
     )
@@ -53,6 +53,8 @@ pub async fn job_running(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResu
     .bind(j.max_attempts)
     .bind(j.session_id)
     .bind(j.request_id)
+    // The job id is a ULID: its first 48 bits are when it was queued.
+    .bind(j.id.ulid().timestamp_ms() as f64)
     .execute(db)
     .await?;
     Ok(())
@@ -95,4 +97,21 @@ pub async fn get_job(
     .bind(id)
     .fetch_optional(db)
     .await?)
+}
+
+/// Records a job as queued, in the caller's transaction (before the push, see `Queues::push_with_id`).
+pub async fn job_queued(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id)
+         VALUES ($1, $2, $3, 'queued', 0, $4, $5, $6)",
+    )
+    .bind(j.id)
+    .bind(j.org_id)
+    .bind(j.kind)
+    .bind(j.max_attempts)
+    .bind(j.session_id)
+    .bind(j.request_id)
+    .execute(db)
+    .await?;
+    Ok(())
 }

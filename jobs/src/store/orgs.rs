@@ -129,3 +129,106 @@ fn is_check_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.code().as_deref() == Some("23514"))
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: UserId,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Creates a user; `Conflict` when the email is taken in the org.
+pub async fn create_user(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    email: &str,
+    name: Option<&str>,
+    role: Role,
+) -> StoreResult<UserRow> {
+    let res = sqlx::query_as(
+        "INSERT INTO users (id, org_id, email, name, role) VALUES ($1, $2, lower($3), $4, $5)
+         RETURNING id, email, name, role, created_at",
+    )
+    .bind(UserId::generate())
+    .bind(org)
+    .bind(email)
+    .bind(name)
+    .bind(role.as_str())
+    .fetch_one(db)
+    .await;
+    match res {
+        Ok(row) => Ok(row),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "a user with email {email} exists"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_users(db: impl PgExecutor<'_>, org: OrgId) -> StoreResult<Vec<UserRow>> {
+    Ok(sqlx::query_as("SELECT id, email, name, role, created_at FROM users WHERE org_id = $1 ORDER BY created_at, id")
+        .bind(org)
+        .fetch_all(db)
+        .await?)
+}
+
+pub async fn user_exists(db: impl PgExecutor<'_>, org: OrgId, user: UserId) -> StoreResult<bool> {
+    let row: Option<(UserId,)> =
+        sqlx::query_as("SELECT id FROM users WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.is_some())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub key_prefix: String,
+    pub name: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+const KEY_COLUMNS: &str = "id, user_id, key_prefix, name, created_at, revoked_at";
+
+pub async fn get_api_key(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    id: ApiKeyId,
+) -> StoreResult<ApiKeyRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"
+    )))
+    .bind(org)
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(StoreError::NotFound("API key"))
+}
+
+pub async fn list_api_keys(db: impl PgExecutor<'_>, org: OrgId) -> StoreResult<Vec<ApiKeyRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY created_at DESC, id DESC"
+    )))
+    .bind(org)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Revokes a key; revoking a revoked key changes nothing. `NotFound` outside the org.
+pub async fn revoke_api_key(db: impl PgExecutor<'_>, org: OrgId, id: ApiKeyId) -> StoreResult<()> {
+    let res = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2")
+        .bind(org)
+        .bind(id)
+        .execute(db)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound("API key"));
+    }
+    Ok(())
+}

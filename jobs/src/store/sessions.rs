@@ -383,3 +383,230 @@ pub async fn sessions_of_run(
         .fetch_all(db)
         .await?)
 }
+
+/// Token usage of one model within a session, cumulative.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelUsage {
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: Option<Decimal>,
+}
+
+/// A cumulative snapshot of a session's usage, as the CLI sends it. Every counter only ever
+/// rises: applying an older snapshot after a newer one changes nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: Option<Decimal>,
+    pub models: Vec<ModelUsage>,
+}
+
+/// Raises the session's counters to the snapshot's (never lowers them).
+pub async fn apply_metrics(
+    conn: &mut sqlx::PgConnection,
+    session: SessionId,
+    m: &MetricsSnapshot,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE conversations SET input_tokens = GREATEST(input_tokens, $2),
+                output_tokens = GREATEST(output_tokens, $3), cache_read_tokens = GREATEST(cache_read_tokens, $4),
+                cache_write_tokens = GREATEST(cache_write_tokens, $5),
+                cost_usd = CASE WHEN $6::numeric IS NULL THEN cost_usd ELSE GREATEST(cost_usd, $6::numeric) END,
+                updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(session)
+    .bind(m.input_tokens)
+    .bind(m.output_tokens)
+    .bind(m.cache_read_tokens)
+    .bind(m.cache_write_tokens)
+    .bind(m.cost_usd)
+    .execute(&mut *conn)
+    .await?;
+    for u in &m.models {
+        sqlx::query(
+            "INSERT INTO conversation_models (conversation_id, model, input_tokens, output_tokens,
+                    cache_read_tokens, cache_write_tokens, cost_usd)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (conversation_id, model) DO UPDATE SET
+                    input_tokens = GREATEST(conversation_models.input_tokens, EXCLUDED.input_tokens),
+                    output_tokens = GREATEST(conversation_models.output_tokens, EXCLUDED.output_tokens),
+                    cache_read_tokens = GREATEST(conversation_models.cache_read_tokens, EXCLUDED.cache_read_tokens),
+                    cache_write_tokens = GREATEST(conversation_models.cache_write_tokens, EXCLUDED.cache_write_tokens),
+                    cost_usd = CASE WHEN EXCLUDED.cost_usd IS NULL THEN conversation_models.cost_usd
+                                    ELSE GREATEST(conversation_models.cost_usd, EXCLUDED.cost_usd) END,
+                    updated_at = now()",
+        )
+        .bind(session)
+        .bind(&u.model)
+        .bind(u.input_tokens)
+        .bind(u.output_tokens)
+        .bind(u.cache_read_tokens)
+        .bind(u.cache_write_tokens)
+        .bind(u.cost_usd)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Fields a PATCH may change besides the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SessionChanges {
+    pub title: Option<String>,
+    pub summary: Option<String>,
+}
+
+pub async fn apply_changes(
+    conn: &mut sqlx::PgConnection,
+    session: SessionId,
+    c: &SessionChanges,
+) -> StoreResult<()> {
+    if c.title.is_none() && c.summary.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE conversations SET title = COALESCE($2, title), summary = COALESCE($3, summary), updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(session)
+    .bind(&c.title)
+    .bind(&c.summary)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks the session row for the rest of the transaction; `NotFound` outside the org.
+pub async fn lock_session(
+    conn: &mut sqlx::PgConnection,
+    org: OrgId,
+    id: SessionId,
+) -> StoreResult<String> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM conversations WHERE org_id = $1 AND id = $2 FOR UPDATE")
+            .bind(org)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|r| r.0).ok_or(StoreError::NotFound("session"))
+}
+
+/// Marks an active session ended. `Conflict` when it has ended already.
+pub async fn end_session(
+    conn: &mut sqlx::PgConnection,
+    org: OrgId,
+    id: SessionId,
+    end_reason: &str,
+    summary: Option<&str>,
+    ended_at: DateTime<Utc>,
+) -> StoreResult<()> {
+    if lock_session(conn, org, id).await? == "ended" {
+        return Err(StoreError::Conflict("the session has ended already".into()));
+    }
+    sqlx::query(
+        "UPDATE conversations SET status = 'ended', end_reason = $2, summary = COALESCE($3, summary),
+                ended_at = $4, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(end_reason)
+    .bind(summary)
+    .bind(ended_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One thread: related conversations, with its latest activity.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ThreadRow {
+    pub thread_id: SessionId,
+    pub session_count: i64,
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// Threads of the org, most recently active first, one page of them and their total.
+pub async fn list_threads(
+    pool: &PgPool,
+    org: OrgId,
+    page: u32,
+    per_page: u32,
+) -> StoreResult<(Vec<ThreadRow>, i64)> {
+    let (total,): (i64,) =
+        sqlx::query_as("SELECT count(DISTINCT thread_id) FROM conversations WHERE org_id = $1")
+            .bind(org)
+            .fetch_one(pool)
+            .await?;
+    let rows = sqlx::query_as(
+        "SELECT thread_id, count(*) AS session_count,
+                max(GREATEST(COALESCE(last_event_at, started_at), started_at, COALESCE(ended_at, started_at))) AS last_activity_at
+           FROM conversations WHERE org_id = $1
+          GROUP BY thread_id
+          ORDER BY last_activity_at DESC, thread_id DESC
+          LIMIT $2 OFFSET $3",
+    )
+    .bind(org)
+    .bind(i64::from(per_page))
+    .bind(i64::from(page.saturating_sub(1)) * i64::from(per_page))
+    .fetch_all(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// The conversations of these threads, oldest first.
+pub async fn sessions_of_threads(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    threads: &[SessionId],
+) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+          WHERE c.org_id = $1 AND c.thread_id = ANY($2) ORDER BY c.started_at, c.id"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(threads.iter().map(|t| t.uuid()).collect::<Vec<_>>())
+        .fetch_all(db)
+        .await?)
+}
+
+/// Per-model usage of a session.
+pub async fn models_of_session(
+    db: impl PgExecutor<'_>,
+    id: SessionId,
+) -> StoreResult<Vec<ModelUsage>> {
+    let rows: Vec<(String, i64, i64, i64, i64, Option<Decimal>)> = sqlx::query_as(
+        "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd
+           FROM conversation_models WHERE conversation_id = $1 ORDER BY model",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                model,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+                cost_usd,
+            )| ModelUsage {
+                model,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+                cost_usd,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,334 @@
+//! Changing a session: PATCH (metrics, title, summary), end, compact, and its compactions.
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+
+use super::{ApiTags, parse_id, parse_time, request_id};
+use crate::auth::ApiKey;
+use crate::body::{JsonBody, OptionalJsonBody};
+use crate::error::ApiError;
+use crate::models::{Compaction, Job, Money, Session};
+use crate::state::AppState;
+use crewkit_jobs::ids::SessionId;
+use crewkit_jobs::service::{self, EndSession};
+use crewkit_jobs::store::jobs as job_store;
+use crewkit_jobs::store::sessions::{self, MetricsSnapshot, ModelUsage, SessionChanges};
+use crewkit_jobs::store::{StoreError, compactions};
+
+pub struct SessionUpdatesApi;
+
+/// Usage of one model, cumulative since the session started.
+#[derive(Debug, Object, Deserialize)]
+pub struct ModelMetricsInput {
+    /// The model id, such as `claude-sonnet-4-6`.
+    pub model: String,
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Cost in USD (a decimal number).
+    pub cost_usd: Option<Money>,
+}
+
+/// A cumulative snapshot of a session's usage. Counters never go down: an older snapshot that
+/// arrives after a newer one changes nothing.
+#[derive(Debug, Object, Deserialize)]
+pub struct ModelMetricsInputTotals {
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Cost in USD (a decimal number).
+    pub cost_usd: Option<Money>,
+    /// The same per model.
+    pub models: Option<Vec<ModelMetricsInput>>,
+}
+
+fn tokens(v: Option<u64>) -> i64 {
+    v.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl From<&ModelMetricsInputTotals> for MetricsSnapshot {
+    fn from(m: &ModelMetricsInputTotals) -> Self {
+        MetricsSnapshot {
+            input_tokens: tokens(m.input_tokens),
+            output_tokens: tokens(m.output_tokens),
+            cache_read_tokens: tokens(m.cache_read_input_tokens),
+            cache_write_tokens: tokens(m.cache_creation_input_tokens),
+            cost_usd: m.cost_usd.map(|c| c.0),
+            models: m
+                .models
+                .iter()
+                .flatten()
+                .map(|u| ModelUsage {
+                    model: u.model.clone(),
+                    input_tokens: tokens(u.input_tokens),
+                    output_tokens: tokens(u.output_tokens),
+                    cache_read_tokens: tokens(u.cache_read_input_tokens),
+                    cache_write_tokens: tokens(u.cache_creation_input_tokens),
+                    cost_usd: u.cost_usd.map(|c| c.0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a PATCH may change.
+#[derive(Debug, Object, Deserialize)]
+pub struct UpdateSession {
+    /// A cumulative usage snapshot.
+    pub model_metrics: Option<ModelMetricsInputTotals>,
+    /// A new title.
+    pub title: Option<String>,
+    /// A new summary.
+    pub summary: Option<String>,
+}
+
+/// Ending a session.
+#[derive(Debug, Default, Object, Deserialize)]
+pub struct EndSessionInput {
+    /// What happened in the session.
+    pub summary: Option<String>,
+    /// The final usage snapshot.
+    pub model_metrics: Option<ModelMetricsInputTotals>,
+    /// Why it ended (default `client`).
+    pub end_reason: Option<String>,
+    /// When it ended (RFC 3339; default: now).
+    pub ended_at: Option<String>,
+}
+
+/// The ended session and its analysis job.
+#[derive(Debug, Object)]
+pub struct EndedSession {
+    /// The session, now ended.
+    pub session: Session,
+    /// The `analyze_session` job.
+    pub job: Job,
+}
+
+#[derive(ApiResponse)]
+pub enum EndResponse {
+    /// Ended; the analysis is queued.
+    #[oai(status = 202)]
+    Accepted(Json<EndedSession>),
+}
+
+/// Asking for a compaction.
+#[derive(Debug, Default, Object, Deserialize)]
+pub struct CompactInput {
+    /// Makes the request idempotent: the same request id returns the same compaction. Default:
+    /// the request's `Idempotency-Key` header, else a new id.
+    pub request_id: Option<String>,
+}
+
+/// A compaction and the job producing it.
+#[derive(Debug, Object)]
+pub struct CompactionAccepted {
+    /// The compaction record.
+    pub compaction: Compaction,
+    /// The `compact_session` job.
+    pub job: Job,
+}
+
+#[derive(ApiResponse)]
+pub enum CompactResponse {
+    /// Queued.
+    #[oai(status = 202)]
+    Accepted(Json<CompactionAccepted>),
+}
+
+/// The compactions of a session, newest first.
+#[derive(Debug, Object)]
+pub struct CompactionList {
+    /// The compactions.
+    pub data: Vec<Compaction>,
+}
+
+fn text_field(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.chars().count() > max => Err(ApiError::invalid(
+            field,
+            "too_long",
+            format!("at most {max} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+async fn job_of(
+    state: &AppState,
+    org: crewkit_jobs::ids::OrgId,
+    id: crewkit_jobs::ids::JobId,
+) -> Result<Job, ApiError> {
+    job_store::get_job(&state.db, org, id)
+        .await?
+        .map(Job::from)
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+#[OpenApi(tag = "ApiTags::Sessions")]
+impl SessionUpdatesApi {
+    /// Update session
+    ///
+    /// Used by the CLI to update a session's metrics periodically. `model_metrics` is a
+    /// cumulative snapshot: every counter only ever rises, so a late, older PATCH cannot undo a
+    /// newer one. `cost_usd` is a decimal (no float rounding).
+    #[oai(
+        path = "/:org_id/sessions/:id",
+        method = "patch",
+        operation_id = "update_session"
+    )]
+    async fn update(
+        &self,
+        state: Data<&AppState>,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Session id (`ses_…`).
+        id: Path<String>,
+        body: JsonBody<UpdateSession>,
+    ) -> Result<Json<Session>, ApiError> {
+        let p = auth.for_org(&org_id)?;
+        let id: SessionId = parse_id("id", &id)?;
+        let b = body.0;
+        let metrics = b.model_metrics.as_ref().map(MetricsSnapshot::from);
+        let changes = SessionChanges {
+            title: text_field("title", b.title, 1024)?,
+            summary: text_field("summary", b.summary, 65_536)?,
+        };
+        service::update_session(&state.db, p.org_id, id, metrics.as_ref(), &changes).await?;
+        Ok(Json(
+            sessions::get_session(&state.db, p.org_id, id).await?.into(),
+        ))
+    }
+
+    /// End session
+    ///
+    /// Marks the session as ended (with its summary and final metrics) and queues its analysis;
+    /// returns the session and the job. Ending an ended session is 409.
+    #[oai(
+        path = "/:org_id/sessions/:id/end",
+        method = "post",
+        operation_id = "end_session"
+    )]
+    async fn end(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Session id (`ses_…`).
+        id: Path<String>,
+        body: OptionalJsonBody<EndSessionInput>,
+    ) -> Result<EndResponse, ApiError> {
+        let p = auth.for_org(&org_id)?;
+        let id: SessionId = parse_id("id", &id)?;
+        let b = body.0;
+        let end = EndSession {
+            summary: text_field("summary", b.summary, 65_536)?,
+            end_reason: text_field("end_reason", b.end_reason, 64)?
+                .unwrap_or_else(|| "client".into()),
+            metrics: b.model_metrics.as_ref().map(MetricsSnapshot::from),
+            ended_at: b
+                .ended_at
+                .as_deref()
+                .map(|t| parse_time("ended_at", t))
+                .transpose()?,
+            request_id: request_id(req),
+        };
+        let job_id = service::end_session(&state.db, &state.queues, p.org_id, id, &end)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => ApiError::new(
+                    poem::http::StatusCode::CONFLICT,
+                    "already_ended",
+                    "the session has ended already",
+                ),
+                other => other.into(),
+            })?;
+        let session = sessions::get_session(&state.db, p.org_id, id).await?.into();
+        Ok(EndResponse::Accepted(Json(EndedSession {
+            session,
+            job: job_of(&state, p.org_id, job_id).await?,
+        })))
+    }
+
+    /// Compact
+    ///
+    /// Triggers context compaction for the session: a digest of the conversation so far is made
+    /// by a `compact_session` job. Idempotent on `request_id` (or the `Idempotency-Key` header).
+    #[oai(
+        path = "/:org_id/sessions/:id/compact",
+        method = "post",
+        operation_id = "compact_session"
+    )]
+    async fn compact(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Session id (`ses_…`).
+        id: Path<String>,
+        body: OptionalJsonBody<CompactInput>,
+    ) -> Result<CompactResponse, ApiError> {
+        let p = auth.for_org(&org_id)?;
+        let id: SessionId = parse_id("id", &id)?;
+        let request_id = text_field("request_id", body.0.request_id, 256)?
+            .or_else(|| req.header("idempotency-key").map(str::to_owned))
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let (row, job_id, _) = service::request_compaction(
+            &state.db,
+            &state.queues,
+            p.org_id,
+            id,
+            &request_id,
+            "manual",
+        )
+        .await?;
+        Ok(CompactResponse::Accepted(Json(CompactionAccepted {
+            compaction: row.into(),
+            job: job_of(&state, p.org_id, job_id).await?,
+        })))
+    }
+
+    /// List compactions
+    ///
+    /// The session's compactions, newest first.
+    #[oai(
+        path = "/:org_id/sessions/:id/compactions",
+        method = "get",
+        operation_id = "list_compactions"
+    )]
+    async fn compactions(
+        &self,
+        state: Data<&AppState>,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Session id (`ses_…`).
+        id: Path<String>,
+    ) -> Result<Json<CompactionList>, ApiError> {
+        let p = auth.for_org(&org_id)?;
+        let id: SessionId = parse_id("id", &id)?;
+        sessions::resolve_session(&state.db, p.org_id, &sessions::SessionRef::Id(id)).await?;
+        let rows = compactions::list(&state.db, p.org_id, id).await?;
+        Ok(Json(CompactionList {
+            data: rows.into_iter().map(Compaction::from).collect(),
+        }))
+    }
+}
