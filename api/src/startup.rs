@@ -84,12 +84,15 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        poem::Server::new_with_acceptor(self.acceptor)
+        let listener = tokio::spawn(crate::revocation::listen(self.state.clone()));
+        let result = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app(self.state),
                 shutdown,
                 Some(std::time::Duration::from_secs(10)),
             )
-            .await
+            .await;
+        listener.abort();
+        result
     }
 }

@@ -2,9 +2,11 @@
 //! test isolated by its own database and Redis prefix (see `crewkit-testkit`). One binary, tests
 //! in parallel.
 
+mod admin;
 mod cases;
 mod errors;
 mod ingest;
 mod openapi;
 mod sessions;
 mod tenancy;
+mod updates;
