@@ -75,6 +75,15 @@ impl TestApp {
             .execute(&admin_db)
             .await
             .expect("PostgreSQL must be running (script/test starts one)");
+        // A test may set the database's own time zone, to prove results do not depend on it.
+        if let Some(tz) = vars.remove("TEST_DB_TIMEZONE") {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {db_name} SET timezone = '{tz}'"
+            )))
+            .execute(&admin_db)
+            .await
+            .expect("set database time zone");
+        }
         admin_db.close().await;
 
         vars.insert("DATABASE_URL".into(), with_database(&base, &db_name));

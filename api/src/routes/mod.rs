@@ -11,6 +11,7 @@ use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::IdError;
 
 pub mod admin;
+pub mod analytics;
 pub mod events;
 pub mod health;
 pub mod jobs;
@@ -24,6 +25,8 @@ pub enum ApiTags {
     Sessions,
     /// Batched ingestion of agent hook events.
     Observability,
+    /// Analytics over sessions.
+    Analytics,
     /// Background jobs.
     Jobs,
     /// Users and API keys of an organisation (admin role).
@@ -71,6 +74,7 @@ pub fn default_per_page() -> u32 {
 
 pub type AllApis = (
     threads::ThreadsApi,
+    analytics::AnalyticsApi,
     sessions::SessionsApi,
     session_updates::SessionUpdatesApi,
     events::EventsApi,
@@ -82,6 +86,7 @@ pub type AllApis = (
 pub fn apis() -> AllApis {
     (
         threads::ThreadsApi,
+        analytics::AnalyticsApi,
         sessions::SessionsApi,
         session_updates::SessionUpdatesApi,
         events::EventsApi,

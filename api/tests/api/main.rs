@@ -3,6 +3,7 @@
 //! in parallel.
 
 mod admin;
+mod analytics;
 mod cases;
 mod errors;
 mod ingest;
