@@ -157,6 +157,15 @@ pub enum SessionStatus {
     Ended,
 }
 
+impl SessionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Ended => "ended",
+        }
+    }
+}
+
 /// Token usage and cost of a session so far (cumulative).
 #[derive(Debug, Clone, Object)]
 pub struct ModelMetrics {

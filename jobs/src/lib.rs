@@ -11,6 +11,7 @@ pub mod compact_session;
 pub mod config;
 pub mod domain;
 pub mod ids;
+pub mod index_session;
 pub mod lifecycle;
 pub mod persist_events;
 pub mod queue;

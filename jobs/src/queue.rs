@@ -24,6 +24,7 @@ pub enum JobKind {
     PersistEvents,
     AnalyzeSession,
     CompactSession,
+    IndexSession,
 }
 
 impl JobKind {
@@ -31,6 +32,7 @@ impl JobKind {
         JobKind::PersistEvents,
         JobKind::AnalyzeSession,
         JobKind::CompactSession,
+        JobKind::IndexSession,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -38,6 +40,7 @@ impl JobKind {
             JobKind::PersistEvents => "persist_events",
             JobKind::AnalyzeSession => "analyze_session",
             JobKind::CompactSession => "compact_session",
+            JobKind::IndexSession => "index_session",
         }
     }
 
@@ -47,13 +50,14 @@ impl JobKind {
             JobKind::PersistEvents => "ingest",
             JobKind::AnalyzeSession => "analysis",
             JobKind::CompactSession => "compaction",
+            JobKind::IndexSession => "search",
         }
     }
 
     pub fn max_attempts(&self) -> usize {
         match self {
             JobKind::PersistEvents => 8,
-            JobKind::AnalyzeSession | JobKind::CompactSession => 5,
+            JobKind::AnalyzeSession | JobKind::CompactSession | JobKind::IndexSession => 5,
         }
     }
 
@@ -131,21 +135,47 @@ impl Queues {
     /// Pushes a job whose id was chosen earlier: the caller wrote its record (status `queued`) in
     /// the same transaction as the change that caused it, and pushes only after the commit, so a
     /// worker never picks up a job whose cause it cannot see yet.
-    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
     pub async fn push_with_id<T: Serialize>(
         &self,
         kind: JobKind,
         job_id: JobId,
         job: &T,
     ) -> Result<(), QueueError> {
+        self.push_at(kind, job_id, job, 0).await
+    }
+
+    /// Pushes a job to run `delay_secs` from now (apalis-redis delays have 1-second resolution).
+    pub async fn push_delayed<T: Serialize>(
+        &self,
+        kind: JobKind,
+        job: &T,
+        delay_secs: u64,
+    ) -> Result<JobId, QueueError> {
+        let (job_id, _) = JobId::generate_ulid();
+        self.push_at(kind, job_id, job, delay_secs).await?;
+        Ok(job_id)
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
+    async fn push_at<T: Serialize>(
+        &self,
+        kind: JobKind,
+        job_id: JobId,
+        job: &T,
+        delay_secs: u64,
+    ) -> Result<(), QueueError> {
         let ulid = job_id.ulid();
         let bytes = serde_json::to_vec(job)?;
         let config = self.config(kind);
         let task = || {
-            TaskBuilder::new(bytes.clone())
+            let builder = TaskBuilder::new(bytes.clone())
                 .task_id(QueueTaskId::from(ulid))
-                .max_attempts(kind.max_attempts())
-                .build()
+                .max_attempts(kind.max_attempts());
+            if delay_secs > 0 {
+                builder.run_in_seconds(delay_secs).build()
+            } else {
+                builder.build()
+            }
         };
         let mut conn = self.conn.clone();
         match apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await {

@@ -9,15 +9,32 @@ use sqlx::PgPool;
 use crate::analyze_session::AnalyzeSession;
 use crate::compact_session::CompactSession;
 use crate::ids::{JobId, OrgId, SessionId};
+use crate::index_session;
 use crate::queue::{JobKind, Queues};
 use crate::store::StoreResult;
 use crate::store::compactions::{self, CompactionRow};
 use crate::store::jobs::{self, JobStart};
 use crate::store::sessions::{self, MetricsSnapshot, SessionChanges};
 
+/// Creates a session (see `sessions::create_session`) and asks for it to be indexed.
+pub async fn create_session(
+    db: &PgPool,
+    queues: &Queues,
+    org: OrgId,
+    user: crate::ids::UserId,
+    new: &sessions::NewSession,
+) -> StoreResult<sessions::Created> {
+    let created = sessions::create_session(db, org, user, new).await?;
+    if let sessions::Created::New(id) = created {
+        index_session::request(queues, org, id, None).await;
+    }
+    Ok(created)
+}
+
 /// Applies a PATCH: metrics only ever rise; title and summary replace.
 pub async fn update_session(
     db: &PgPool,
+    queues: &Queues,
     org: OrgId,
     id: SessionId,
     metrics: Option<&MetricsSnapshot>,
@@ -30,6 +47,7 @@ pub async fn update_session(
     }
     sessions::apply_changes(&mut tx, id, changes).await?;
     tx.commit().await?;
+    index_session::request(queues, org, id, None).await;
     Ok(())
 }
 
@@ -103,6 +121,7 @@ pub async fn end_session(
         request_id: end.request_id.clone(),
     };
     push_after_commit(queues, JobKind::AnalyzeSession, job.id, &payload).await;
+    index_session::request(queues, org, id, end.request_id.clone()).await;
     Ok(job.id)
 }
 

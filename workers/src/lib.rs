@@ -20,6 +20,7 @@ use apalis_redis::RedisStorage;
 use sqlx::PgPool;
 
 use crewkit_jobs::Config;
+use crewkit_jobs::index_session::{self, IndexSession};
 use crewkit_jobs::persist_events::{self, PersistEvents, PersistOutcome};
 use crewkit_jobs::queue::{JobKind, Queues};
 use crewkit_jobs::store;
@@ -71,7 +72,63 @@ async fn persist_events_task(
         session_id: Some(job.session_id),
         request_id: job.request_id.as_deref(),
     };
-    tracked(&state.db, of, persist_events::run(&state.db, &job)).await
+    let outcome = tracked(&state.db, of, persist_events::run(&state.db, &job)).await?;
+    if outcome.inserted > 0 {
+        index_session::request(
+            &state.queues,
+            job.org_id,
+            job.session_id,
+            job.request_id.clone(),
+        )
+        .await;
+    }
+    Ok(outcome)
+}
+
+async fn index_session_task(
+    job: IndexSession,
+    state: Data<WorkerState>,
+    task_id: QueueTaskId,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let of = AttemptOf {
+        kind: JobKind::IndexSession,
+        task_id: &task_id,
+        attempt: attempt.current(),
+        org_id: job.org_id,
+        session_id: Some(job.session_id),
+        request_id: job.request_id.as_deref(),
+    };
+    tracked(
+        &state.db,
+        of,
+        index_session::run(&state.db, &state.queues, &job),
+    )
+    .await
+}
+
+/// Registers one apalis worker for a job kind: its queue, concurrency, prefetch and poller.
+macro_rules! register {
+    ($monitor:ident, $state:ident, $kind:expr, $args:ty, $handler:ident) => {{
+        let state = $state.clone();
+        let kind = $kind;
+        $monitor.register(move |_restarts| {
+            let config = &state.config;
+            let storage = RedisStorage::<$args>::new(state.queues.connection())
+                .with_config(
+                    state
+                        .queues
+                        .config(kind)
+                        .batch_size(config.worker_concurrency),
+                )
+                .poll_with_strategy(RearmingInterval::new(config.worker_poll_interval));
+            WorkerBuilder::new(worker_name(kind))
+                .backend(storage)
+                .concurrency(config.worker_concurrency)
+                .data(state.clone())
+                .build($handler)
+        })
+    }};
 }
 
 /// Builds the monitor for the given kinds (all of them when empty).
@@ -83,25 +140,12 @@ pub fn monitor(state: WorkerState, kinds: &[JobKind]) -> Monitor {
     };
     let mut monitor = Monitor::new();
     for kind in kinds {
-        let config = state.config.clone();
-        let state = state.clone();
-        match kind {
+        monitor = match kind {
             JobKind::PersistEvents => {
-                monitor = monitor.register(move |_restarts| {
-                    let storage = RedisStorage::<PersistEvents>::new(state.queues.connection())
-                        .with_config(
-                            state
-                                .queues
-                                .config(kind)
-                                .batch_size(config.worker_concurrency),
-                        )
-                        .poll_with_strategy(RearmingInterval::new(config.worker_poll_interval));
-                    WorkerBuilder::new(worker_name(kind))
-                        .backend(storage)
-                        .concurrency(config.worker_concurrency)
-                        .data(state.clone())
-                        .build(persist_events_task)
-                });
+                register!(monitor, state, kind, PersistEvents, persist_events_task)
+            }
+            JobKind::IndexSession => {
+                register!(monitor, state, kind, IndexSession, index_session_task)
             }
             // Queued by the API already (end, compact); their handlers are not written yet, so
             // these jobs wait in their queues until a worker that has them starts.
@@ -110,8 +154,9 @@ pub fn monitor(state: WorkerState, kinds: &[JobKind]) -> Monitor {
                     queue = kind.queue(),
                     "no handler for this queue yet; its jobs stay queued"
                 );
+                monitor
             }
-        }
+        };
     }
     monitor
 }

@@ -15,6 +15,7 @@ pub mod analytics;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod search;
 pub mod session_updates;
 pub mod sessions;
 pub mod threads;
@@ -74,6 +75,7 @@ pub fn default_per_page() -> u32 {
 
 pub type AllApis = (
     threads::ThreadsApi,
+    search::SearchApi,
     analytics::AnalyticsApi,
     sessions::SessionsApi,
     session_updates::SessionUpdatesApi,
@@ -86,6 +88,7 @@ pub type AllApis = (
 pub fn apis() -> AllApis {
     (
         threads::ThreadsApi,
+        search::SearchApi,
         analytics::AnalyticsApi,
         sessions::SessionsApi,
         session_updates::SessionUpdatesApi,

@@ -9,14 +9,14 @@ use serde::Deserialize;
 
 use super::{ApiTags, parse_id, parse_time, request_id};
 use crate::auth::ApiKey;
-use crate::body::{JsonBody, OptionalJsonBody};
+use crate::body::OptionalJsonBody;
 use crate::error::ApiError;
 use crate::models::{Compaction, Job, Money, Session};
 use crate::state::AppState;
 use crewkit_jobs::ids::SessionId;
 use crewkit_jobs::service::{self, EndSession};
 use crewkit_jobs::store::jobs as job_store;
-use crewkit_jobs::store::sessions::{self, MetricsSnapshot, ModelUsage, SessionChanges};
+use crewkit_jobs::store::sessions::{self, MetricsSnapshot, ModelUsage};
 use crewkit_jobs::store::{StoreError, compactions};
 
 pub struct SessionUpdatesApi;
@@ -156,7 +156,11 @@ pub struct CompactionList {
     pub data: Vec<Compaction>,
 }
 
-fn text_field(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+pub(super) fn text_field(
+    field: &str,
+    v: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
     match v {
         Some(s) if s.chars().count() > max => Err(ApiError::invalid(
             field,
@@ -180,40 +184,6 @@ async fn job_of(
 
 #[OpenApi(tag = "ApiTags::Sessions")]
 impl SessionUpdatesApi {
-    /// Update session
-    ///
-    /// Used by the CLI to update a session's metrics periodically. `model_metrics` is a
-    /// cumulative snapshot: every counter only ever rises, so a late, older PATCH cannot undo a
-    /// newer one. `cost_usd` is a decimal (no float rounding).
-    #[oai(
-        path = "/:org_id/sessions/:id",
-        method = "patch",
-        operation_id = "update_session"
-    )]
-    async fn update(
-        &self,
-        state: Data<&AppState>,
-        auth: ApiKey,
-        /// Organisation id (`org_…`) or slug.
-        org_id: Path<String>,
-        /// Session id (`ses_…`).
-        id: Path<String>,
-        body: JsonBody<UpdateSession>,
-    ) -> Result<Json<Session>, ApiError> {
-        let p = auth.for_org(&org_id)?;
-        let id: SessionId = parse_id("id", &id)?;
-        let b = body.0;
-        let metrics = b.model_metrics.as_ref().map(MetricsSnapshot::from);
-        let changes = SessionChanges {
-            title: text_field("title", b.title, 1024)?,
-            summary: text_field("summary", b.summary, 65_536)?,
-        };
-        service::update_session(&state.db, p.org_id, id, metrics.as_ref(), &changes).await?;
-        Ok(Json(
-            sessions::get_session(&state.db, p.org_id, id).await?.into(),
-        ))
-    }
-
     /// End session
     ///
     /// Marks the session as ended (with its summary and final metrics) and queues its analysis;

@@ -6,6 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::session_updates::{UpdateSession, text_field};
 use super::{ApiTags, parse_id, parse_time};
 use crate::auth::ApiKey;
 use crate::body::JsonBody;
@@ -16,6 +17,7 @@ use crewkit_jobs::domain::RemoteUrl;
 use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::{ProjectId, RepoId, RunId, SessionId};
 use crewkit_jobs::store::sessions::{self, Created, NewSession, SessionFilter};
+use crewkit_jobs::store::sessions::{MetricsSnapshot, SessionChanges};
 use crewkit_jobs::store::{compactions, tasks};
 
 pub struct SessionsApi;
@@ -204,7 +206,14 @@ impl SessionsApi {
     ) -> Result<CreateResponse, ApiError> {
         let p = auth.for_org(&org_id)?;
         let new = body.0.parse()?;
-        let created = sessions::create_session(&state.db, p.org_id, p.user_id, &new).await?;
+        let created = crewkit_jobs::service::create_session(
+            &state.db,
+            &state.queues,
+            p.org_id,
+            p.user_id,
+            &new,
+        )
+        .await?;
         let session = Json(
             sessions::get_session(&state.db, p.org_id, created.id())
                 .await?
@@ -328,6 +337,48 @@ impl SessionsApi {
             models: models.into_iter().map(ModelUsage::from).collect(),
             compactions: compactions.into_iter().map(Compaction::from).collect(),
         }))
+    }
+
+    /// Update session
+    ///
+    /// Used by the CLI to update a session's metrics periodically. `model_metrics` is a
+    /// cumulative snapshot: every counter only ever rises, so a late, older PATCH cannot undo a
+    /// newer one. `cost_usd` is a decimal (no float rounding).
+    #[oai(
+        path = "/:org_id/sessions/:id",
+        method = "patch",
+        operation_id = "update_session"
+    )]
+    async fn update(
+        &self,
+        state: poem::web::Data<&AppState>,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Session id (`ses_…`).
+        id: Path<String>,
+        body: JsonBody<UpdateSession>,
+    ) -> Result<Json<Session>, ApiError> {
+        let p = auth.for_org(&org_id)?;
+        let id: SessionId = parse_id("id", &id)?;
+        let b = body.0;
+        let metrics = b.model_metrics.as_ref().map(MetricsSnapshot::from);
+        let changes = SessionChanges {
+            title: text_field("title", b.title, 1024)?,
+            summary: text_field("summary", b.summary, 65_536)?,
+        };
+        crewkit_jobs::service::update_session(
+            &state.db,
+            &state.queues,
+            p.org_id,
+            id,
+            metrics.as_ref(),
+            &changes,
+        )
+        .await?;
+        Ok(Json(
+            sessions::get_session(&state.db, p.org_id, id).await?.into(),
+        ))
     }
 
     /// Session hierarchy

@@ -8,6 +8,7 @@ mod cases;
 mod errors;
 mod ingest;
 mod openapi;
+mod search;
 mod sessions;
 mod tenancy;
 mod updates;

@@ -39,3 +39,63 @@ fn every_operation_has_an_id_a_summary_a_description_and_declared_errors() {
         }
     }
 }
+
+#[test]
+fn all_sixteen_operations_of_the_sessions_api_are_in_the_document() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
+    let ops = [
+        ("post", "/{org_id}/sessions"),
+        ("get", "/{org_id}/sessions"),
+        ("get", "/{org_id}/sessions/{id}"),
+        ("patch", "/{org_id}/sessions/{id}"),
+        ("post", "/{org_id}/sessions/{id}/end"),
+        ("get", "/{org_id}/sessions/{id}/hierarchy"),
+        ("get", "/{org_id}/sessions/threads"),
+        ("get", "/{org_id}/sessions/search"),
+        ("post", "/{org_id}/sessions/{id}/compact"),
+        ("get", "/{org_id}/sessions/analytics/summary"),
+        ("get", "/{org_id}/sessions/analytics/timeseries"),
+        ("get", "/{org_id}/sessions/analytics/by-agent"),
+        ("get", "/{org_id}/sessions/analytics/cost-breakdown"),
+        ("get", "/{org_id}/sessions/analytics/by-user"),
+        ("get", "/{org_id}/sessions/analytics/team-overview"),
+        (
+            "post",
+            "/{org_id}/observability/sessions/{session_id}/events",
+        ),
+    ];
+    for (method, path) in ops {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} is missing"
+        );
+    }
+    let list = &spec["paths"]["/{org_id}/sessions"]["get"]["parameters"];
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "page",
+        "per_page",
+        "project_id",
+        "repo",
+        "agent_name",
+        "current_user_only",
+    ] {
+        assert!(names.contains(&name), "list sessions lacks `{name}`");
+    }
+    let ts = &spec["paths"]["/{org_id}/sessions/analytics/timeseries"]["get"]["parameters"];
+    let names: Vec<&str> = ts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["start_date", "end_date", "interval", "metric"] {
+        assert!(names.contains(&name), "timeseries lacks `{name}`");
+    }
+}

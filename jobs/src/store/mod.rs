@@ -11,6 +11,7 @@ pub mod compactions;
 pub mod events;
 pub mod jobs;
 pub mod orgs;
+pub mod search;
 pub mod sessions;
 pub mod tasks;
 

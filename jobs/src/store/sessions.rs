@@ -610,3 +610,22 @@ pub async fn models_of_session(
         )
         .collect())
 }
+
+/// The sessions with these ids, in the order given (missing ones skipped).
+pub async fn sessions_by_ids(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    ids: &[SessionId],
+) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+          WHERE c.org_id = $1 AND c.id = ANY($2)"
+    );
+    let mut rows: Vec<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(ids.iter().map(|i| i.uuid()).collect::<Vec<_>>())
+        .fetch_all(db)
+        .await?;
+    rows.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
+    Ok(rows)
+}

@@ -1,0 +1,183 @@
+//! Search on the embedded (PostgreSQL) backend, fed by index_session jobs.
+
+use std::time::{Duration, Instant};
+
+use crewkit_testkit::TestApp;
+use serde_json::{Value, json};
+
+/// Searches until the expected number of hits shows up (indexing is asynchronous) or 20 s pass.
+async fn search_until(app: &TestApp, key: &str, org: &str, q: &str, want: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = format!("/{org}/sessions/search?q={}", urlencode(q));
+        let (status, res) = app.get_as(key, &url).await;
+        assert_eq!(status, 200, "{q}: {res}");
+        if res["data"].as_array().unwrap().len() >= want || Instant::now() > deadline {
+            return res;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
+    let app = TestApp::spawn().await;
+    let s = app
+        .create_session(
+            json!({"agent_session_id": "srch", "remote_url": "git@github.com:acme/backend"}),
+        )
+        .await;
+    let sid = s["id"].as_str().unwrap();
+    let events = json!({"events": [
+        {"event_type": "UserPromptSubmit", "data": {"prompt": "please speed up the ingestion worker"}},
+        {"event_type": "PreToolUse", "data": {"tool_name": "Edit", "tool_use_id": "t1", "tool_input": {"file_path": "/src/worker/batcher.rs"}}}
+    ]});
+    app.ingest_and_wait(sid, &TestApp::json(events)).await;
+    app.post(
+        &format!("/{}/sessions/{sid}/end", app.org),
+        &json!({"summary": "Added context compaction to the worker"}),
+    )
+    .await;
+
+    for q in [
+        "compaction",
+        "compactoin",
+        "ingestion",
+        "batcher.rs",
+        "acme/backend",
+    ] {
+        let res = search_until(&app, &app.api_key, &app.org, q, 1).await;
+        assert_eq!(res["data"][0]["id"], sid, "{q}: {res}");
+        assert_eq!(res["engine"], "postgres");
+    }
+    let res = search_until(&app, &app.api_key, &app.org, "compaction", 1).await;
+    assert!(
+        res["data"][0]["highlights"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("<em>compaction</em>"),
+        "{res}"
+    );
+    assert_eq!(res["data"][0]["status"], "ended");
+    let (_, none) = app
+        .get(&format!("/{}/sessions/search?q=kubernetes", app.org))
+        .await;
+    assert_eq!(none["total"], 0);
+    let (_, filtered) = app
+        .get(&format!(
+            "/{}/sessions/search?q=compaction&status=active",
+            app.org
+        ))
+        .await;
+    assert_eq!(filtered["total"], 0);
+}
+
+#[tokio::test]
+async fn c10_search_never_returns_another_orgs_sessions_whatever_the_query() {
+    let app = TestApp::spawn().await;
+    let (b, b_key) = app.other_org().await;
+    let (_, bs) = app
+        .post_as(
+            &b_key,
+            &format!("/{b}/sessions"),
+            TestApp::json(json!({"title": "secret merger plan"})),
+        )
+        .await;
+    let mine = app
+        .create_session(json!({"title": "public roadmap plan"}))
+        .await;
+    search_until(&app, &b_key, &b, "secret", 1).await;
+    search_until(&app, &app.api_key, &app.org, "roadmap", 1).await;
+
+    for q in [
+        "plan",
+        "secret",
+        r#"" OR org_id = ""#,
+        "secret OR plan",
+        "org_id",
+        r#"\" OR 1=1 --"#,
+        "plan\") OR (\"x",
+    ] {
+        let url = format!("/{}/sessions/search?q={}", app.org, urlencode(q));
+        let (status, res) = app.get(&url).await;
+        assert_eq!(status, 200, "{q}: {res}");
+        for hit in res["data"].as_array().unwrap() {
+            assert_eq!(hit["id"], mine["id"], "{q}: leaked {hit}");
+        }
+        assert_ne!(
+            res.to_string().contains(bs["id"].as_str().unwrap()),
+            true,
+            "{q}"
+        );
+    }
+    let (status, _) = app.get(&format!("/{b}/sessions/search?q=secret")).await;
+    assert_eq!(status, 404, "another org's path");
+}
+
+#[tokio::test]
+async fn a_burst_of_updates_is_indexed_a_bounded_number_of_times() {
+    let app = TestApp::spawn().await;
+    let s = app.create_session(json!({})).await;
+    let sid = s["id"].as_str().unwrap();
+    for i in 0..50 {
+        let resp = app
+            .http
+            .patch(app.url(&format!("/{}/sessions/{sid}", app.org)))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"title": format!("revision {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let res = search_until(&app, &app.api_key, &app.org, "revision", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !res["data"][0]["title"]
+        .as_str()
+        .is_some_and(|t| t == "revision 49")
+    {
+        let res = search_until(&app, &app.api_key, &app.org, "revision", 1).await;
+        if res["data"][0]["title"] == "revision 49" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last update was never indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (runs,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'index_session'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        (1..=10).contains(&runs),
+        "50 updates were indexed {runs} times"
+    );
+}
+
+#[tokio::test]
+async fn a_blank_or_oversized_query_is_400() {
+    let app = TestApp::spawn_without_worker().await;
+    for q in ["", "%20%20", &"x".repeat(513)] {
+        let (status, p) = app
+            .get(&format!("/{}/sessions/search?q={q}", app.org))
+            .await;
+        assert_eq!(
+            (status.as_u16(), p["errors"][0]["field"].as_str()),
+            (400, Some("q")),
+            "{p}"
+        );
+    }
+    let (status, p) = app.get(&format!("/{}/sessions/search", app.org)).await;
+    assert_eq!(status, 400, "{p}");
+}

@@ -1,0 +1,137 @@
+//! The embedded search backend: documents in `search_documents`, full text plus trigrams.
+//!
+//! Tenant isolation is the `org_id = $1` every query starts with; user input only ever travels
+//! as bind parameters (never spliced into SQL or a query language), so quotes, `OR` or `org_id`
+//! inside `q` are just text to look for.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use super::sessions::SessionFilter;
+use super::{StoreError, StoreResult};
+use crate::ids::{OrgId, SessionId};
+
+/// At most this much prompt text goes into a document.
+const MAX_PROMPTS_BYTES: i32 = 20_000;
+
+/// Builds the session's document from its row and its events, in one statement.
+pub async fn index_session(db: &PgPool, org: OrgId, session: SessionId) -> StoreResult<()> {
+    let res = sqlx::query(
+        "WITH c AS (
+            SELECT c.*, r.slug AS repo FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+             WHERE c.org_id = $1 AND c.id = $2),
+         p AS (
+            SELECT left(string_agg(e.data->>'prompt', E'\\n' ORDER BY e.order_at, e.seq), $3) AS prompts
+              FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'UserPromptSubmit'),
+         f AS (
+            SELECT string_agg(DISTINCT COALESCE(e.data->'tool_input'->>'file_path', e.data->'tool_input'->>'path'), ' ') AS files,
+                   string_agg(DISTINCT e.tool_name, ' ') AS tools
+              FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'PreToolUse')
+         INSERT INTO search_documents (session_id, org_id, agent_name, status, project_id, repo, user_id,
+                started_at, cost_usd, title, summary, prompts, files, tools, metadata, body, tsv, indexed_at)
+         SELECT c.id, c.org_id, c.agent_name, c.status, c.project_id, c.repo, c.user_id, c.started_at,
+                c.cost_usd, c.title, c.summary, COALESCE(p.prompts, ''), COALESCE(f.files, ''),
+                COALESCE(f.tools, ''), c.metadata::text,
+                concat_ws(' ', c.title, c.summary, p.prompts, f.files, c.repo, c.agent_name, c.agent_session_id),
+                setweight(to_tsvector('simple', concat_ws(' ', c.title, c.summary)), 'A')
+                  || setweight(to_tsvector('simple', COALESCE(p.prompts, '')), 'B')
+                  || setweight(to_tsvector('simple', concat_ws(' ', f.files, c.repo, f.tools, c.agent_session_id)), 'C')
+                  || setweight(to_tsvector('simple', c.metadata::text), 'D'),
+                now()
+           FROM c, p, f
+         ON CONFLICT (session_id) DO UPDATE SET
+                agent_name = EXCLUDED.agent_name, status = EXCLUDED.status, project_id = EXCLUDED.project_id,
+                repo = EXCLUDED.repo, started_at = EXCLUDED.started_at, cost_usd = EXCLUDED.cost_usd,
+                title = EXCLUDED.title, summary = EXCLUDED.summary, prompts = EXCLUDED.prompts,
+                files = EXCLUDED.files, tools = EXCLUDED.tools, metadata = EXCLUDED.metadata,
+                body = EXCLUDED.body, tsv = EXCLUDED.tsv, indexed_at = now()",
+    )
+    .bind(org)
+    .bind(session)
+    .bind(MAX_PROMPTS_BYTES)
+    .execute(db)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound("session"));
+    }
+    Ok(())
+}
+
+/// One hit.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Hit {
+    pub session_id: SessionId,
+    pub score: f32,
+    pub title_highlight: Option<String>,
+    pub summary_highlight: Option<String>,
+    pub prompts_highlight: Option<String>,
+    pub indexed_at: DateTime<Utc>,
+}
+
+fn push_where(qb: &mut QueryBuilder<Postgres>, org: OrgId, q: &str, f: &SessionFilter) {
+    qb.push(" WHERE d.org_id = ").push_bind(org);
+    qb.push(" AND (d.tsv @@ websearch_to_tsquery('simple', ")
+        .push_bind(q.to_string());
+    qb.push(") OR ")
+        .push_bind(q.to_string())
+        .push(" <% d.body)");
+    if let Some(p) = f.project_id {
+        qb.push(" AND d.project_id = ").push_bind(p);
+    }
+    if let Some(r) = &f.repo_slug {
+        qb.push(" AND d.repo = ").push_bind(r.clone());
+    }
+    if let Some(a) = &f.agent_name {
+        qb.push(" AND d.agent_name = ").push_bind(a.clone());
+    }
+    if let Some(u) = f.user_id {
+        qb.push(" AND d.user_id = ").push_bind(u);
+    }
+    if let Some(s) = &f.status {
+        qb.push(" AND d.status = ").push_bind(s.clone());
+    }
+    if let Some(t) = f.started_after {
+        qb.push(" AND d.started_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.started_before {
+        qb.push(" AND d.started_at < ").push_bind(t);
+    }
+}
+
+/// A page of hits, best first, and the number of matches.
+pub async fn search(
+    db: &PgPool,
+    org: OrgId,
+    q: &str,
+    filter: &SessionFilter,
+    page: u32,
+    per_page: u32,
+) -> StoreResult<(Vec<Hit>, i64)> {
+    let mut count = QueryBuilder::new("SELECT count(*) FROM search_documents d");
+    push_where(&mut count, org, q, filter);
+    let (total,): (i64,) = count.build_query_as().fetch_one(db).await?;
+
+    let mut qb =
+        QueryBuilder::new("SELECT d.session_id, (ts_rank(d.tsv, websearch_to_tsquery('simple', ");
+    qb.push_bind(q.to_string())
+        .push(")) + word_similarity(")
+        .push_bind(q.to_string());
+    qb.push(", d.body))::float4 AS score, ");
+    for (col, name) in [
+        ("title", "title_highlight"),
+        ("summary", "summary_highlight"),
+        ("prompts", "prompts_highlight"),
+    ] {
+        qb.push(format!("CASE WHEN d.{col} IS NULL OR d.{col} = '' THEN NULL ELSE ts_headline('simple', d.{col}, websearch_to_tsquery('simple', "));
+        qb.push_bind(q.to_string());
+        qb.push(format!("), 'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=<em>, StopSel=</em>') END AS {name}, "));
+    }
+    qb.push("d.indexed_at FROM search_documents d");
+    push_where(&mut qb, org, q, filter);
+    qb.push(" ORDER BY score DESC, d.started_at DESC, d.session_id DESC LIMIT ")
+        .push_bind(i64::from(per_page))
+        .push(" OFFSET ")
+        .push_bind(i64::from(page.saturating_sub(1)) * i64::from(per_page));
+    let hits = qb.build_query_as().fetch_all(db).await?;
+    Ok((hits, total))
+}
