@@ -42,7 +42,7 @@ pub struct Problem {
     /// A stable, machine-readable error code.
     pub code: String,
     /// Field-level problems, for validation errors.
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(skip_serializing_if_is_empty, default)]
     pub errors: Vec<FieldProblem>,
 }
 

@@ -14,6 +14,9 @@ use crewkit_jobs::store::jobs::JobRow;
 use crewkit_jobs::store::sessions::{RunRow, SessionRow};
 use crewkit_jobs::store::tasks::TaskRow;
 
+/// The largest amount a session may cost (the column holds ten digits before the point).
+pub const MAX_MONEY_USD: i64 = 1_000_000_000;
+
 /// An amount of US dollars: a decimal, written as a JSON number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money(pub Decimal);
@@ -28,7 +31,11 @@ impl Type for Money {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("number", "decimal")))
+        let mut schema = MetaSchema::new_with_format("number", "decimal");
+        schema.minimum = Some(0.0);
+        schema.exclusive_maximum = Some(true);
+        schema.maximum = Some(MAX_MONEY_USD as f64);
+        MetaSchemaRef::Inline(Box::new(schema))
     }
 
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -88,10 +95,13 @@ impl<'de> serde::Deserialize<'de> for Money {
             .map_err(|_| {
                 serde::de::Error::custom(format!("{} is not a decimal number", raw.get()))
             })?;
-        if value.is_sign_negative() {
-            return Err(serde::de::Error::custom("must not be negative"));
+        if value.is_sign_negative() || value >= Decimal::from(MAX_MONEY_USD) {
+            return Err(serde::de::Error::custom(format!(
+                "must be from 0 to below {MAX_MONEY_USD}"
+            )));
         }
-        Ok(Money(value))
+        // Stored as NUMERIC(20, 10): ten decimal places are kept, rounding half to even.
+        Ok(Money(value.round_dp(10)))
     }
 }
 
@@ -178,6 +188,7 @@ pub struct ModelMetrics {
     /// Tokens written to the prompt cache.
     pub cache_creation_input_tokens: i64,
     /// Cost in USD; absent while unknown.
+    #[oai(skip_serializing_if_is_none)]
     pub cost_usd: Option<Money>,
 }
 
@@ -191,40 +202,53 @@ pub struct Session {
     /// The thread of related conversations (the id of the conversation that started it).
     pub thread_id: String,
     /// The conversation this one continues (resume, fork, after compaction).
+    #[oai(skip_serializing_if_is_none)]
     pub parent_session_id: Option<String>,
     /// The user whose API key created the session (`usr_…`).
     pub user_id: String,
     /// The project (`proj_…`), from the request or the repository.
+    #[oai(skip_serializing_if_is_none)]
     pub project_id: Option<String>,
     /// The repository (`repo_…`).
+    #[oai(skip_serializing_if_is_none)]
     pub repository_id: Option<String>,
     /// The repository's slug, such as `acme/backend`.
+    #[oai(skip_serializing_if_is_none)]
     pub repo: Option<String>,
     /// The repository's normalised remote URL.
+    #[oai(skip_serializing_if_is_none)]
     pub remote_url: Option<String>,
     /// The agent, such as `claude-code`.
     pub agent_name: String,
     /// The agent's own session id (Claude Code's `session_id`).
+    #[oai(skip_serializing_if_is_none)]
     pub agent_session_id: Option<String>,
     /// The component of the repository worked on.
+    #[oai(skip_serializing_if_is_none)]
     pub component: Option<String>,
     /// A title, when the agent or client gave one.
+    #[oai(skip_serializing_if_is_none)]
     pub title: Option<String>,
     /// `active` or `ended`.
     pub status: String,
     /// Why the session ended: `client`, `idle`, …
+    #[oai(skip_serializing_if_is_none)]
     pub end_reason: Option<String>,
     /// A summary of the session.
+    #[oai(skip_serializing_if_is_none)]
     pub summary: Option<String>,
     /// Free-form metadata given at creation.
     pub metadata: Value,
     /// When the session started.
     pub started_at: UtcTime,
     /// When it ended.
+    #[oai(skip_serializing_if_is_none)]
     pub ended_at: Option<UtcTime>,
     /// The first stored event's time.
+    #[oai(skip_serializing_if_is_none)]
     pub first_event_at: Option<UtcTime>,
     /// The last stored event's time.
+    #[oai(skip_serializing_if_is_none)]
     pub last_event_at: Option<UtcTime>,
     /// Usage and cost.
     pub model_metrics: ModelMetrics,
@@ -288,10 +312,13 @@ pub struct Run {
     /// Who started it.
     pub user_id: String,
     /// Its project.
+    #[oai(skip_serializing_if_is_none)]
     pub project_id: Option<String>,
     /// Its repository.
+    #[oai(skip_serializing_if_is_none)]
     pub repository_id: Option<String>,
     /// The component worked on.
+    #[oai(skip_serializing_if_is_none)]
     pub component: Option<String>,
     /// When it started.
     pub started_at: UtcTime,
@@ -320,16 +347,21 @@ pub struct Task {
     /// The agent's id for it (`agent_id` of a subagent, `task_id` of a team task).
     pub external_id: String,
     /// The subagent's type, such as `Explore`.
+    #[oai(skip_serializing_if_is_none)]
     pub agent_type: Option<String>,
     /// What it was asked to do.
+    #[oai(skip_serializing_if_is_none)]
     pub description: Option<String>,
     /// The Agent/Task tool call that launched it.
+    #[oai(skip_serializing_if_is_none)]
     pub tool_use_id: Option<String>,
     /// `running` or `completed`.
     pub status: String,
     /// When it started.
+    #[oai(skip_serializing_if_is_none)]
     pub started_at: Option<UtcTime>,
     /// When it ended.
+    #[oai(skip_serializing_if_is_none)]
     pub ended_at: Option<UtcTime>,
     /// Events it fired.
     pub event_count: i64,
@@ -375,6 +407,7 @@ pub struct Event {
     /// The hook event name, such as `PostToolUse`.
     pub event_type: String,
     /// The client's own id, when it gave one.
+    #[oai(skip_serializing_if_is_none)]
     pub client_event_id: Option<String>,
     /// When the event happened, as the client said (UTC).
     pub timestamp: UtcTime,
@@ -383,10 +416,13 @@ pub struct Event {
     /// True when the timestamp was far in the future; the event is then ordered by `received_at`.
     pub timestamp_in_future: bool,
     /// The task (subagent) it belongs to.
+    #[oai(skip_serializing_if_is_none)]
     pub task_id: Option<String>,
     /// The tool, for tool events.
+    #[oai(skip_serializing_if_is_none)]
     pub tool_name: Option<String>,
     /// The tool call id, for tool events.
+    #[oai(skip_serializing_if_is_none)]
     pub tool_use_id: Option<String>,
     /// The hook payload as sent (repaired where it was not valid JSON text).
     pub data: Value,
@@ -434,16 +470,21 @@ pub struct Job {
     /// Attempts it may make.
     pub max_attempts: i64,
     /// The last attempt's error.
+    #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,
     /// The session it concerns.
+    #[oai(skip_serializing_if_is_none)]
     pub session_id: Option<String>,
     /// What it produced (for `persist_events`: inserted, duplicates, skipped).
+    #[oai(skip_serializing_if_is_none)]
     pub result: Option<Value>,
     /// When it was queued.
     pub created_at: UtcTime,
     /// When its first attempt started.
+    #[oai(skip_serializing_if_is_none)]
     pub started_at: Option<UtcTime>,
     /// When it reached succeeded or failed.
+    #[oai(skip_serializing_if_is_none)]
     pub finished_at: Option<UtcTime>,
 }
 
@@ -485,20 +526,27 @@ pub struct Compaction {
     /// queued → running → succeeded | failed.
     pub status: String,
     /// The job producing it (`job_…`).
+    #[oai(skip_serializing_if_is_none)]
     pub job_id: Option<String>,
     /// The digest, once done.
+    #[oai(skip_serializing_if_is_none)]
     pub digest: Option<Value>,
     /// First event covered (its `seq`).
+    #[oai(skip_serializing_if_is_none)]
     pub first_event_seq: Option<i64>,
     /// Last event covered (its `seq`).
+    #[oai(skip_serializing_if_is_none)]
     pub last_event_seq: Option<i64>,
     /// Size of the events covered, in bytes.
+    #[oai(skip_serializing_if_is_none)]
     pub size_before: Option<i64>,
     /// Size of the digest, in bytes.
+    #[oai(skip_serializing_if_is_none)]
     pub size_after: Option<i64>,
     /// When it was requested.
     pub created_at: UtcTime,
     /// When it finished.
+    #[oai(skip_serializing_if_is_none)]
     pub finished_at: Option<UtcTime>,
 }
 
@@ -536,6 +584,7 @@ pub struct ModelUsage {
     /// Tokens written to the prompt cache.
     pub cache_creation_input_tokens: i64,
     /// Cost in USD, when known.
+    #[oai(skip_serializing_if_is_none)]
     pub cost_usd: Option<Money>,
 }
 
@@ -560,6 +609,7 @@ pub struct User {
     /// Email (lower-cased).
     pub email: String,
     /// Display name.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// `admin`, `manager` or `member`.
     pub role: String,
@@ -589,10 +639,12 @@ pub struct ApiKeyInfo {
     /// The first characters of the secret, to tell keys apart.
     pub prefix: String,
     /// A name for the key.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// When it was created.
     pub created_at: UtcTime,
     /// When it was revoked; a revoked key is refused.
+    #[oai(skip_serializing_if_is_none)]
     pub revoked_at: Option<UtcTime>,
 }
 

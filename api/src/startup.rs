@@ -36,10 +36,27 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .nest("/", service)
+        .around(refuse_nul)
         .catch_all_error(catch_all)
         .with(Tracing)
         .with(RequestId::default().reuse_id(ReuseId::Use))
         .data(state)
+}
+
+/// PostgreSQL text cannot hold U+0000, so a NUL in the path or query string (`%00`) would fail
+/// deep in a query. Bodies are repaired; parameters are refused up front with a 400.
+async fn refuse_nul<E: Endpoint>(next: E, req: poem::Request) -> poem::Result<poem::Response> {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.to_ascii_lowercase().contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Err(crate::error::ApiError::invalid(
+            "query",
+            "invalid_parameter",
+            "parameters must not contain NUL characters",
+        )
+        .into());
+    }
+    next.call(req).await.map(poem::IntoResponse::into_response)
 }
 
 pub struct Application {

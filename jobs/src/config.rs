@@ -37,6 +37,24 @@ pub struct Config {
     pub worker_concurrency: usize,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// `CREWKIT_WORKER_CONCURRENCY_<QUEUE>` overrides, by queue name (`ingest`, `analysis`, …).
+    pub queue_concurrency: HashMap<String, usize>,
+    /// Sessions with no activity for this long are closed (`end_reason: idle`).
+    pub idle_timeout: Duration,
+    /// How often the scheduled work (idle close, reconcile) runs.
+    pub schedule_interval: Duration,
+    /// Test-only fault injection, `kind=fail|panic|delay:<ms>,…` (see `workers::faults`).
+    pub faults: Option<String>,
+}
+
+impl Config {
+    /// Jobs in flight for one queue in one worker process.
+    pub fn concurrency_for(&self, queue: &str) -> usize {
+        self.queue_concurrency
+            .get(queue)
+            .copied()
+            .unwrap_or(self.worker_concurrency)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +148,21 @@ impl Config {
             meaning: "grace period for in-flight jobs on SIGTERM",
         },
         Variable {
+            name: "CREWKIT_WORKER_CONCURRENCY_<QUEUE>",
+            default: "(CREWKIT_WORKER_CONCURRENCY)",
+            meaning: "per-queue override, e.g. CREWKIT_WORKER_CONCURRENCY_INGEST=16",
+        },
+        Variable {
+            name: "CREWKIT_IDLE_TIMEOUT_SECS",
+            default: "1800",
+            meaning: "sessions idle this long are ended with end_reason idle",
+        },
+        Variable {
+            name: "CREWKIT_SCHEDULE_SECS",
+            default: "60",
+            meaning: "how often workers close idle sessions and reconcile lost work",
+        },
+        Variable {
             name: "CREWKIT_LOG_FORMAT",
             default: "pretty",
             meaning: "`pretty` or `json`",
@@ -201,6 +234,16 @@ impl Config {
             worker_concurrency: (num("CREWKIT_WORKER_CONCURRENCY")? as usize).max(1),
             shutdown_timeout: Duration::from_secs(num("CREWKIT_SHUTDOWN_TIMEOUT_SECS")?),
             log_format,
+            queue_concurrency: vars
+                .iter()
+                .filter_map(|(k, v)| {
+                    let queue = k.strip_prefix("CREWKIT_WORKER_CONCURRENCY_")?;
+                    Some((queue.to_ascii_lowercase(), v.parse::<usize>().ok()?.max(1)))
+                })
+                .collect(),
+            idle_timeout: Duration::from_secs(num("CREWKIT_IDLE_TIMEOUT_SECS")?),
+            schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
+            faults: opt("CREWKIT_FAULTS"),
         })
     }
 }

@@ -44,6 +44,12 @@ pub struct PersistOutcome {
     pub duplicates: usize,
     /// Indexes (in the job) of events PostgreSQL refused even after repair.
     pub skipped: Vec<usize>,
+    /// Ids of inserted PreCompact events: each asks for a compaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_compacts: Vec<String>,
+    /// The session had ended already: these are late events, and its analysis is stale.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// What the worker reads from one event's data, beside the stored row.
@@ -163,19 +169,19 @@ fn is_data_error(e: &StoreError) -> bool {
 /// Runs the job. Callable without Redis: the worker wraps it with the queue's lifecycle.
 #[tracing::instrument(skip_all, fields(org = %job.org_id, session = %job.session_id, events = job.events.len()))]
 pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, JobError> {
-    let exists: Option<(SessionId,)> =
-        sqlx::query_as("SELECT id FROM conversations WHERE id = $1 AND org_id = $2")
+    let status: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM conversations WHERE id = $1 AND org_id = $2")
             .bind(job.session_id)
             .bind(job.org_id)
             .fetch_optional(db)
             .await
             .map_err(StoreError::from)?;
-    if exists.is_none() {
+    let Some((status,)) = status else {
         return Err(JobError::Permanent(format!(
             "session {} does not exist in org {}",
             job.session_id, job.org_id
         )));
-    }
+    };
     let (rows, facts, duplicates) = prepare(job);
     let mut tx = db.begin().await.map_err(StoreError::from)?;
     let (inserted, skipped) = match events::insert_events(
@@ -203,6 +209,12 @@ pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, Job
         inserted: inserted.len(),
         duplicates: duplicates + rows.len() - inserted.len() - skipped.len(),
         skipped,
+        pre_compacts: inserted
+            .iter()
+            .filter(|r| r.event_type == "PreCompact")
+            .map(|r| r.id.to_string())
+            .collect(),
+        late: status == "ended" && !inserted.is_empty(),
     };
     tracing::info!(
         inserted = outcome.inserted,

@@ -144,6 +144,47 @@ impl Queues {
         self.push_at(kind, job_id, job, 0).await
     }
 
+    /// Pushes a job with a chosen id to run `delay_secs` from now.
+    pub async fn push_at_with_id<T: Serialize>(
+        &self,
+        kind: JobKind,
+        job_id: JobId,
+        job: &T,
+        delay_secs: u64,
+    ) -> Result<(), QueueError> {
+        self.push_at(kind, job_id, job, delay_secs).await
+    }
+
+    /// Puts a finished (dead) task back in its queue under the same id, attempts reset: its
+    /// payload is kept, its state is cleared and it is pushed again. `false` when the queue no
+    /// longer holds its payload.
+    pub async fn requeue(&self, kind: JobKind, job_id: JobId) -> Result<bool, QueueError> {
+        let config = self.config(kind);
+        let task_id = job_id.ulid().to_string();
+        let mut conn = self.conn.clone();
+        let payload: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(config.job_data_hash())
+            .arg(&task_id)
+            .query_async(&mut conn)
+            .await?;
+        let Some(payload) = payload else {
+            return Ok(false);
+        };
+        let _: () = redis::pipe()
+            .hdel(config.job_data_hash(), &task_id)
+            .del(format!("{}:{}", config.job_meta_hash(), task_id))
+            .srem(config.dead_jobs_set(), &task_id)
+            .srem(config.done_jobs_set(), &task_id)
+            .query_async(&mut conn)
+            .await?;
+        let task = TaskBuilder::new(payload)
+            .task_id(QueueTaskId::from(job_id.ulid()))
+            .max_attempts(kind.max_attempts())
+            .build();
+        apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await?;
+        Ok(true)
+    }
+
     /// Pushes a job to run `delay_secs` from now (apalis-redis delays have 1-second resolution).
     pub async fn push_delayed<T: Serialize>(
         &self,

@@ -154,3 +154,216 @@ pub async fn request_compaction(
     push_after_commit(queues, JobKind::CompactSession, job.id, &payload).await;
     Ok((row, job.id, true))
 }
+
+/// After late events, a session's analysis is re-run once things settle: the first late batch
+/// sets a per-session key (`SET NX`, 30 s) and queues an analysis 10 s later; later batches in
+/// that window ride on it (the analysis reads the events when it runs).
+pub async fn request_reanalysis(
+    db: &PgPool,
+    queues: &Queues,
+    org: OrgId,
+    id: SessionId,
+) -> StoreResult<Option<JobId>> {
+    let mut conn = queues.connection();
+    let key = format!("{}:analyze-debounce:{id}", queues.prefix());
+    let set: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(None);
+    if set.is_none() {
+        return Ok(None);
+    }
+    let job = queued(JobKind::AnalyzeSession, org, id, None);
+    jobs::job_queued(db, &job).await?;
+    let payload = AnalyzeSession {
+        org_id: org,
+        session_id: id,
+        reason: "late_events".into(),
+        request_id: None,
+    };
+    if let Err(e) = queues
+        .push_at_with_id(JobKind::AnalyzeSession, job.id, &payload, 10)
+        .await
+    {
+        tracing::warn!(error = %e, "could not queue re-analysis; reconcile will");
+    }
+    Ok(Some(job.id))
+}
+
+/// Ends sessions without any activity for `idle_secs` (`end_reason: idle`) and queues their
+/// analysis. `SKIP LOCKED` lets several workers run this at once without doing the work twice.
+pub async fn close_idle(db: &PgPool, queues: &Queues, idle_secs: i64) -> StoreResult<usize> {
+    let mut tx = db.begin().await?;
+    let closed: Vec<(SessionId, OrgId)> = sqlx::query_as(
+        "UPDATE conversations c SET status = 'ended', end_reason = 'idle', updated_at = now(),
+                ended_at = GREATEST(COALESCE(c.last_event_at, c.started_at), c.started_at)
+          WHERE c.id IN (SELECT id FROM conversations
+                          WHERE status = 'active'
+                            AND GREATEST(COALESCE(last_event_at, started_at), started_at, updated_at)
+                                < now() - make_interval(secs => $1)
+                          ORDER BY last_event_at NULLS FIRST LIMIT 500
+                          FOR UPDATE SKIP LOCKED)
+         RETURNING c.id, c.org_id",
+    )
+    .bind(idle_secs as f64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut queued_jobs = Vec::with_capacity(closed.len());
+    for (id, org) in &closed {
+        let job = queued(JobKind::AnalyzeSession, *org, *id, None);
+        jobs::job_queued(&mut *tx, &job).await?;
+        queued_jobs.push((
+            job.id,
+            AnalyzeSession {
+                org_id: *org,
+                session_id: *id,
+                reason: "idle".into(),
+                request_id: None,
+            },
+        ));
+    }
+    tx.commit().await?;
+    for (job_id, payload) in &queued_jobs {
+        push_after_commit(queues, JobKind::AnalyzeSession, *job_id, payload).await;
+    }
+    if !closed.is_empty() {
+        tracing::info!(closed = closed.len(), "closed idle sessions");
+    }
+    Ok(closed.len())
+}
+
+/// Re-pushes work whose push was lost: jobs recorded `queued` for over a minute that the queue
+/// does not hold, and ended sessions with neither an analysis nor an analysis job.
+pub async fn reconcile(db: &PgPool, queues: &Queues) -> StoreResult<usize> {
+    let stale: Vec<(JobId, OrgId, String, Option<SessionId>)> = sqlx::query_as(
+        "SELECT id, org_id, kind, session_id FROM jobs
+          WHERE status = 'queued' AND kind IN ('analyze_session', 'compact_session')
+            AND created_at < now() - interval '1 minute' ORDER BY created_at LIMIT 500",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut fixed = 0;
+    for (job_id, org, kind, session) in stale {
+        let (Some(kind), Some(session)) = (
+            JobKind::ALL.iter().copied().find(|k| k.name() == kind),
+            session,
+        ) else {
+            continue;
+        };
+        if queues
+            .peek(kind, job_id)
+            .await
+            .map(|q| q.is_some())
+            .unwrap_or(true)
+        {
+            continue; // in the queue (or Redis unreachable: try again next time)
+        }
+        let pushed = match kind {
+            JobKind::AnalyzeSession => {
+                let payload = AnalyzeSession {
+                    org_id: org,
+                    session_id: session,
+                    reason: "reconcile".into(),
+                    request_id: None,
+                };
+                queues.push_with_id(kind, job_id, &payload).await
+            }
+            _ => {
+                let cmp: Option<(crate::ids::CompactionId,)> =
+                    sqlx::query_as("SELECT id FROM compactions WHERE job_id = $1")
+                        .bind(job_id)
+                        .fetch_optional(db)
+                        .await?;
+                let Some((compaction_id,)) = cmp else {
+                    continue;
+                };
+                let payload = CompactSession {
+                    org_id: org,
+                    session_id: session,
+                    compaction_id,
+                    request_id: None,
+                };
+                queues.push_with_id(kind, job_id, &payload).await
+            }
+        };
+        if pushed.is_ok() {
+            fixed += 1;
+        }
+    }
+    let unanalysed: Vec<(SessionId, OrgId)> = sqlx::query_as(
+        "SELECT c.id, c.org_id FROM conversations c
+          WHERE c.status = 'ended' AND c.ended_at < now() - interval '1 minute'
+            AND NOT EXISTS (SELECT 1 FROM session_analyses a WHERE a.conversation_id = c.id)
+            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.session_id = c.id AND j.kind = 'analyze_session'
+                             AND j.status IN ('queued', 'running'))
+          LIMIT 500",
+    )
+    .fetch_all(db)
+    .await?;
+    for (id, org) in unanalysed {
+        let job = queued(JobKind::AnalyzeSession, org, id, None);
+        jobs::job_queued(db, &job).await?;
+        let payload = AnalyzeSession {
+            org_id: org,
+            session_id: id,
+            reason: "reconcile".into(),
+            request_id: None,
+        };
+        push_after_commit(queues, JobKind::AnalyzeSession, job.id, &payload).await;
+        fixed += 1;
+    }
+    if fixed > 0 {
+        tracing::info!(fixed, "reconcile re-queued lost work");
+    }
+    Ok(fixed)
+}
+
+/// Why a job cannot be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("only a failed job can be retried; this one is {0}")]
+    NotFailed(String),
+    #[error("the job's payload is no longer in the queue")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+}
+
+/// Re-runs a failed job under the same id, with its attempts reset.
+pub async fn retry_job(
+    db: &PgPool,
+    queues: &Queues,
+    org: OrgId,
+    id: JobId,
+) -> Result<(), RetryError> {
+    let job = jobs::get_job(db, org, id)
+        .await?
+        .ok_or(crate::store::StoreError::NotFound("job"))?;
+    if job.status != "failed" {
+        return Err(RetryError::NotFailed(job.status));
+    }
+    let kind = JobKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.name() == job.kind)
+        .ok_or(RetryError::Gone)?;
+    if !queues.requeue(kind, id).await? {
+        return Err(RetryError::Gone);
+    }
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, finished_at = NULL, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await
+    .map_err(crate::store::StoreError::from)?;
+    Ok(())
+}

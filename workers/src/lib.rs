@@ -13,23 +13,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{
-    Attempt, BackendExt, BoxDynError, Data, Monitor, TaskId as QueueTaskId, WorkerBuilder,
-};
+use apalis::prelude::{BackendExt, Monitor, WorkerBuilder};
 use apalis_redis::RedisStorage;
 use sqlx::PgPool;
 
 use crewkit_jobs::Config;
-use crewkit_jobs::index_session::{self, IndexSession};
-use crewkit_jobs::persist_events::{self, PersistEvents, PersistOutcome};
+use crewkit_jobs::analyze_session::AnalyzeSession;
+use crewkit_jobs::compact_session::CompactSession;
+use crewkit_jobs::index_session::IndexSession;
+use crewkit_jobs::persist_events::PersistEvents;
 use crewkit_jobs::queue::{JobKind, Queues};
 use crewkit_jobs::store;
 
+pub mod faults;
 pub mod lifecycle;
 pub mod poll;
+pub mod schedule;
+mod tasks;
 
-use lifecycle::{AttemptOf, tracked};
+use faults::Faults;
 use poll::RearmingInterval;
+use tasks::{analyze_session_task, compact_session_task, index_session_task, persist_events_task};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -37,6 +41,7 @@ pub struct WorkerState {
     pub db: PgPool,
     pub queues: Queues,
     pub config: Arc<Config>,
+    pub faults: Arc<Faults>,
 }
 
 /// A name no other live worker has.
@@ -58,55 +63,6 @@ pub fn worker_name(kind: JobKind) -> String {
     )
 }
 
-async fn persist_events_task(
-    job: PersistEvents,
-    state: Data<WorkerState>,
-    task_id: QueueTaskId,
-    attempt: Attempt,
-) -> Result<PersistOutcome, BoxDynError> {
-    let of = AttemptOf {
-        kind: JobKind::PersistEvents,
-        task_id: &task_id,
-        attempt: attempt.current(),
-        org_id: job.org_id,
-        session_id: Some(job.session_id),
-        request_id: job.request_id.as_deref(),
-    };
-    let outcome = tracked(&state.db, of, persist_events::run(&state.db, &job)).await?;
-    if outcome.inserted > 0 {
-        index_session::request(
-            &state.queues,
-            job.org_id,
-            job.session_id,
-            job.request_id.clone(),
-        )
-        .await;
-    }
-    Ok(outcome)
-}
-
-async fn index_session_task(
-    job: IndexSession,
-    state: Data<WorkerState>,
-    task_id: QueueTaskId,
-    attempt: Attempt,
-) -> Result<(), BoxDynError> {
-    let of = AttemptOf {
-        kind: JobKind::IndexSession,
-        task_id: &task_id,
-        attempt: attempt.current(),
-        org_id: job.org_id,
-        session_id: Some(job.session_id),
-        request_id: job.request_id.as_deref(),
-    };
-    tracked(
-        &state.db,
-        of,
-        index_session::run(&state.db, &state.queues, &job),
-    )
-    .await
-}
-
 /// Registers one apalis worker for a job kind: its queue, concurrency, prefetch and poller.
 macro_rules! register {
     ($monitor:ident, $state:ident, $kind:expr, $args:ty, $handler:ident) => {{
@@ -114,17 +70,14 @@ macro_rules! register {
         let kind = $kind;
         $monitor.register(move |_restarts| {
             let config = &state.config;
+            let concurrency = config.concurrency_for(kind.queue());
             let storage = RedisStorage::<$args>::new(state.queues.connection())
-                .with_config(
-                    state
-                        .queues
-                        .config(kind)
-                        .batch_size(config.worker_concurrency),
-                )
+                // Prefetch no more than we run, or one worker hoards the queue.
+                .with_config(state.queues.config(kind).batch_size(concurrency))
                 .poll_with_strategy(RearmingInterval::new(config.worker_poll_interval));
             WorkerBuilder::new(worker_name(kind))
                 .backend(storage)
-                .concurrency(config.worker_concurrency)
+                .concurrency(concurrency)
                 .data(state.clone())
                 .build($handler)
         })
@@ -133,28 +86,20 @@ macro_rules! register {
 
 /// Builds the monitor for the given kinds (all of them when empty).
 pub fn monitor(state: WorkerState, kinds: &[JobKind]) -> Monitor {
-    let kinds: Vec<JobKind> = if kinds.is_empty() {
-        JobKind::ALL.to_vec()
-    } else {
-        kinds.to_vec()
-    };
     let mut monitor = Monitor::new();
-    for kind in kinds {
+    for kind in kinds.iter().copied() {
         monitor = match kind {
             JobKind::PersistEvents => {
                 register!(monitor, state, kind, PersistEvents, persist_events_task)
             }
+            JobKind::AnalyzeSession => {
+                register!(monitor, state, kind, AnalyzeSession, analyze_session_task)
+            }
+            JobKind::CompactSession => {
+                register!(monitor, state, kind, CompactSession, compact_session_task)
+            }
             JobKind::IndexSession => {
                 register!(monitor, state, kind, IndexSession, index_session_task)
-            }
-            // Queued by the API already (end, compact); their handlers are not written yet, so
-            // these jobs wait in their queues until a worker that has them starts.
-            JobKind::AnalyzeSession | JobKind::CompactSession => {
-                tracing::warn!(
-                    queue = kind.queue(),
-                    "no handler for this queue yet; its jobs stay queued"
-                );
-                monitor
             }
         };
     }
@@ -162,12 +107,18 @@ pub fn monitor(state: WorkerState, kinds: &[JobKind]) -> Monitor {
 }
 
 /// Connects, runs migrations, and runs the workers until `shutdown` resolves; then stops fetching
-/// and gives in-flight jobs the configured grace period.
+/// and gives in-flight jobs the configured grace period. The scheduled work (idle close,
+/// reconcile) runs in processes that serve the analysis queue.
 pub async fn run(
     config: Config,
     kinds: &[JobKind],
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let kinds: Vec<JobKind> = if kinds.is_empty() {
+        JobKind::ALL.to_vec()
+    } else {
+        kinds.to_vec()
+    };
     let db = store::lazy_pool(&config.database_url, config.db_max_connections)?;
     store::migrate(&db).await?;
     let queues = Queues::new(
@@ -177,18 +128,29 @@ pub async fn run(
         config.worker_heartbeat,
     )?;
     let grace = config.shutdown_timeout;
+    let faults = Arc::new(Faults::parse(config.faults.as_deref()));
     let state = WorkerState {
         db,
         queues,
         config: Arc::new(config),
+        faults,
     };
-    let monitor = monitor(state, kinds);
+    let scheduler = kinds
+        .contains(&JobKind::AnalyzeSession)
+        .then(|| tokio::spawn(schedule::run(state.clone())));
+    let monitor = monitor(state, &kinds);
     let ctx = monitor.context();
     let running = tokio::spawn(monitor.run());
     tokio::pin!(running);
-    tokio::select! {
-        res = &mut running => return Ok(res??),
-        () = shutdown => {}
+    let result = tokio::select! {
+        res = &mut running => Some(res),
+        () = shutdown => None,
+    };
+    if let Some(s) = scheduler {
+        s.abort();
+    }
+    if let Some(res) = result {
+        return Ok(res??);
     }
     tracing::info!(
         grace_secs = grace.as_secs(),

@@ -8,7 +8,7 @@ use crewkit_jobs::{Config, telemetry};
 #[derive(Parser)]
 #[command(name = "crewkit-worker", version, about = "crewkit job workers")]
 struct Cli {
-    /// Comma-separated queues to work (default: all). Known: ingest.
+    /// Comma-separated queues to work (default: all): ingest, analysis, compaction, search.
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
 }

@@ -23,8 +23,10 @@ pub struct CreateUser {
     /// Email, unique in the organisation.
     pub email: String,
     /// Display name.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// `admin`, `manager` or `member` (default `member`).
+    #[oai(skip_serializing_if_is_none)]
     pub role: Option<String>,
 }
 
@@ -46,8 +48,10 @@ pub struct UserList {
 #[derive(Debug, Default, Object, Deserialize)]
 pub struct CreateApiKey {
     /// The user the key acts as (`usr_…`); default: the caller.
+    #[oai(skip_serializing_if_is_none)]
     pub user_id: Option<String>,
     /// A name for the key.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
 }
 

@@ -125,8 +125,10 @@ pub struct Summary {
     /// Tokens written to the prompt cache.
     pub cache_write_tokens: i64,
     /// Mean duration of the ended sessions.
+    #[oai(skip_serializing_if_is_none)]
     pub avg_duration_seconds: Option<f64>,
     /// Median duration of the ended sessions.
+    #[oai(skip_serializing_if_is_none)]
     pub median_duration_seconds: Option<f64>,
     /// Users with a session in the window.
     pub distinct_users: i64,
@@ -214,8 +216,10 @@ pub struct ModelRow {
 #[derive(Debug, Object)]
 pub struct ProjectRow {
     /// The project (`proj_…`); absent for sessions without one.
+    #[oai(skip_serializing_if_is_none)]
     pub project_id: Option<String>,
     /// Its name.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// Sessions.
     pub sessions: i64,
@@ -229,6 +233,7 @@ pub struct UserRow {
     /// The user (`usr_…`).
     pub user_id: String,
     /// Their email.
+    #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
     /// Sessions.
     pub sessions: i64,
@@ -270,6 +275,7 @@ pub struct ByUser {
 #[derive(Debug, Object)]
 pub struct RepoRow {
     /// The repository slug, such as `acme/backend`; absent for sessions without one.
+    #[oai(skip_serializing_if_is_none)]
     pub repo: Option<String>,
     /// Sessions.
     pub sessions: i64,

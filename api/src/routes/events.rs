@@ -34,11 +34,14 @@ pub struct EventInput {
     /// The hook event name, such as `PreToolUse` (unknown names are stored too).
     pub event_type: String,
     /// When it happened: RFC 3339; without an offset it is UTC; absent means "when received".
+    #[oai(skip_serializing_if_is_none)]
     pub timestamp: Option<String>,
     /// The hook payload, stored verbatim (a JSON object).
+    #[oai(skip_serializing_if_is_none)]
     pub data: Option<Value>,
     /// The client's id for the event: the dedup key. Without it, the key is a hash of the
     /// session, type, timestamp and data, so an identical resend is still stored once.
+    #[oai(skip_serializing_if_is_none)]
     pub id: Option<String>,
 }
 
@@ -84,6 +87,7 @@ pub struct EventPage {
     /// The events.
     pub data: Vec<Event>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
     pub next_after: Option<i64>,
 }
 

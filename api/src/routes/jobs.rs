@@ -15,8 +15,10 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::models::{Job, JobStatus};
 use crate::state::AppState;
+use crewkit_jobs::domain::Role;
 use crewkit_jobs::ids::{JobId, OrgId, SessionId};
 use crewkit_jobs::queue::JobKind;
+use crewkit_jobs::service::{self, RetryError};
 use crewkit_jobs::store::jobs as job_store;
 
 pub struct JobsApi;
@@ -90,4 +92,48 @@ impl JobsApi {
             .map(Json)
             .ok_or_else(|| ApiError::not_found("job"))
     }
+
+    /// Retry job
+    ///
+    /// Re-runs a failed job under the same id, its attempts reset. Admin only. A job that has not
+    /// failed is 409.
+    #[oai(
+        path = "/:org_id/jobs/:id/retry",
+        method = "post",
+        operation_id = "retry_job"
+    )]
+    async fn retry(
+        &self,
+        state: Data<&AppState>,
+        auth: ApiKey,
+        /// Organisation id (`org_…`) or slug.
+        org_id: Path<String>,
+        /// Job id (`job_…`).
+        id: Path<String>,
+    ) -> Result<RetryResponse, ApiError> {
+        let p = auth.require_role(&org_id, Role::Admin)?;
+        let id: JobId = parse_id("id", &id)?;
+        service::retry_job(&state.db, &state.queues, p.org_id, id)
+            .await
+            .map_err(|e| match e {
+                RetryError::NotFailed(_) | RetryError::Gone => ApiError::new(
+                    poem::http::StatusCode::CONFLICT,
+                    "not_retryable",
+                    e.to_string(),
+                ),
+                RetryError::Store(s) => s.into(),
+                RetryError::Queue(q) => q.into(),
+            })?;
+        let job = job_store::get_job(&state.db, p.org_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        Ok(RetryResponse::Accepted(Json(job.into())))
+    }
+}
+
+#[derive(poem_openapi::ApiResponse)]
+pub enum RetryResponse {
+    /// Queued again.
+    #[oai(status = 202)]
+    Accepted(Json<Job>),
 }

@@ -20,10 +20,13 @@ pub struct SearchApi;
 #[derive(Debug, Object)]
 pub struct Highlights {
     /// From the title.
+    #[oai(skip_serializing_if_is_none)]
     pub title: Option<String>,
     /// From the summary.
+    #[oai(skip_serializing_if_is_none)]
     pub summary: Option<String>,
     /// From the prompts.
+    #[oai(skip_serializing_if_is_none)]
     pub prompts: Option<String>,
 }
 

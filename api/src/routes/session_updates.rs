@@ -27,14 +27,19 @@ pub struct ModelMetricsInput {
     /// The model id, such as `claude-sonnet-4-6`.
     pub model: String,
     /// Input tokens.
+    #[oai(skip_serializing_if_is_none)]
     pub input_tokens: Option<u64>,
     /// Output tokens.
+    #[oai(skip_serializing_if_is_none)]
     pub output_tokens: Option<u64>,
     /// Tokens read from the prompt cache.
+    #[oai(skip_serializing_if_is_none)]
     pub cache_read_input_tokens: Option<u64>,
     /// Tokens written to the prompt cache.
+    #[oai(skip_serializing_if_is_none)]
     pub cache_creation_input_tokens: Option<u64>,
     /// Cost in USD (a decimal number).
+    #[oai(skip_serializing_if_is_none)]
     pub cost_usd: Option<Money>,
 }
 
@@ -43,16 +48,22 @@ pub struct ModelMetricsInput {
 #[derive(Debug, Object, Deserialize)]
 pub struct ModelMetricsInputTotals {
     /// Input tokens.
+    #[oai(skip_serializing_if_is_none)]
     pub input_tokens: Option<u64>,
     /// Output tokens.
+    #[oai(skip_serializing_if_is_none)]
     pub output_tokens: Option<u64>,
     /// Tokens read from the prompt cache.
+    #[oai(skip_serializing_if_is_none)]
     pub cache_read_input_tokens: Option<u64>,
     /// Tokens written to the prompt cache.
+    #[oai(skip_serializing_if_is_none)]
     pub cache_creation_input_tokens: Option<u64>,
     /// Cost in USD (a decimal number).
+    #[oai(skip_serializing_if_is_none)]
     pub cost_usd: Option<Money>,
     /// The same per model.
+    #[oai(skip_serializing_if_is_none)]
     pub models: Option<Vec<ModelMetricsInput>>,
 }
 
@@ -89,10 +100,13 @@ impl From<&ModelMetricsInputTotals> for MetricsSnapshot {
 #[derive(Debug, Object, Deserialize)]
 pub struct UpdateSession {
     /// A cumulative usage snapshot.
+    #[oai(skip_serializing_if_is_none)]
     pub model_metrics: Option<ModelMetricsInputTotals>,
     /// A new title.
+    #[oai(skip_serializing_if_is_none)]
     pub title: Option<String>,
     /// A new summary.
+    #[oai(skip_serializing_if_is_none)]
     pub summary: Option<String>,
 }
 
@@ -100,12 +114,16 @@ pub struct UpdateSession {
 #[derive(Debug, Default, Object, Deserialize)]
 pub struct EndSessionInput {
     /// What happened in the session.
+    #[oai(skip_serializing_if_is_none)]
     pub summary: Option<String>,
     /// The final usage snapshot.
+    #[oai(skip_serializing_if_is_none)]
     pub model_metrics: Option<ModelMetricsInputTotals>,
     /// Why it ended (default `client`).
+    #[oai(skip_serializing_if_is_none)]
     pub end_reason: Option<String>,
     /// When it ended (RFC 3339; default: now).
+    #[oai(skip_serializing_if_is_none)]
     pub ended_at: Option<String>,
 }
 
@@ -130,6 +148,7 @@ pub enum EndResponse {
 pub struct CompactInput {
     /// Makes the request idempotent: the same request id returns the same compaction. Default:
     /// the request's `Idempotency-Key` header, else a new id.
+    #[oai(skip_serializing_if_is_none)]
     pub request_id: Option<String>,
 }
 

@@ -26,26 +26,37 @@ pub struct SessionsApi;
 #[derive(Debug, Object, Deserialize)]
 pub struct CreateSession {
     /// The repository's git remote; normalised, so SSH and HTTPS spellings are one repository.
+    #[oai(skip_serializing_if_is_none)]
     pub remote_url: Option<String>,
     /// The component of the repository worked on.
+    #[oai(skip_serializing_if_is_none)]
     pub component: Option<String>,
     /// An existing repository (`repo_…`); takes precedence over `remote_url`.
+    #[oai(skip_serializing_if_is_none)]
     pub repository_id: Option<String>,
     /// The project (`proj_…`).
+    #[oai(skip_serializing_if_is_none)]
     pub project_id: Option<String>,
     /// Add this conversation to an existing run (`run_…`), e.g. after `/clear`.
+    #[oai(skip_serializing_if_is_none)]
     pub run_id: Option<String>,
     /// The conversation this one continues; it joins that conversation's thread.
+    #[oai(skip_serializing_if_is_none)]
     pub parent_session_id: Option<String>,
     /// The agent (default `claude-code`).
+    #[oai(skip_serializing_if_is_none)]
     pub agent_name: Option<String>,
     /// The agent's own session id. Creating again with the same value returns the same session.
+    #[oai(skip_serializing_if_is_none)]
     pub agent_session_id: Option<String>,
     /// A title for the session.
+    #[oai(skip_serializing_if_is_none)]
     pub title: Option<String>,
     /// When it started (RFC 3339; default: now).
+    #[oai(skip_serializing_if_is_none)]
     pub started_at: Option<String>,
     /// Free-form metadata (a JSON object).
+    #[oai(skip_serializing_if_is_none)]
     pub metadata: Option<Value>,
 }
 
@@ -89,6 +100,9 @@ pub struct SessionDetail {
     pub models: Vec<ModelUsage>,
     /// Its compactions, newest first.
     pub compactions: Vec<Compaction>,
+    /// The latest analysis (tool use, failures, files, commands, active time, outcome), once made.
+    #[oai(skip_serializing_if_is_none)]
+    pub analysis: Option<serde_json::Value>,
 }
 
 /// A conversation of a run, with its tasks.
@@ -336,6 +350,7 @@ impl SessionsApi {
             tasks: Task::forest(&task_rows),
             models: models.into_iter().map(ModelUsage::from).collect(),
             compactions: compactions.into_iter().map(Compaction::from).collect(),
+            analysis: crewkit_jobs::analyze_session::latest(&state.db, id).await?,
         }))
     }
 
