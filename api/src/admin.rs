@@ -40,11 +40,7 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<serde_jso
     let db = store::lazy_pool(&config.database_url, 2)?;
     store::migrate(&db).await?;
     let out = match cmd {
-        AdminCommand::CreateOrg {
-            slug,
-            admin_email,
-            name,
-        } => {
+        AdminCommand::CreateOrg { slug, admin_email, name } => {
             let mut tx = db.begin().await?;
             let org = orgs::create_org(&mut *tx, &slug, name.as_deref().unwrap_or(&slug)).await?;
             let user = orgs::upsert_user(&mut *tx, org, &admin_email, Role::Admin).await?;

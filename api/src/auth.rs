@@ -23,10 +23,7 @@ async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     if let Some(p) = state.principals.get(&hash).await {
         return Ok(p);
     }
-    match orgs::principal_for_key(&state.db, &secret)
-        .await
-        .map_err(ApiError::from)?
-    {
+    match orgs::principal_for_key(&state.db, &secret).await.map_err(ApiError::from)? {
         Some(p) => {
             state.principals.insert(hash, p.clone()).await;
             Ok(p)
@@ -40,11 +37,7 @@ impl ApiKey {
     /// 404, not a 403: whether that org exists is not the caller's business.
     pub fn for_org(&self, org: &str) -> Result<&Principal, ApiError> {
         let p = &self.0;
-        if org == p.org_slug || org == p.org_id.to_string() {
-            Ok(p)
-        } else {
-            Err(ApiError::not_found("organisation"))
-        }
+        if org == p.org_slug || org == p.org_id.to_string() { Ok(p) } else { Err(ApiError::not_found("organisation")) }
     }
 
     pub fn require_role(&self, org: &str, role: Role) -> Result<&Principal, ApiError> {
@@ -52,10 +45,7 @@ impl ApiKey {
         if p.role.at_least(role) {
             Ok(p)
         } else {
-            Err(ApiError::forbidden(&format!(
-                "this needs the {role} role; the key's user is {}",
-                p.role
-            )))
+            Err(ApiError::forbidden(&format!("this needs the {role} role; the key's user is {}", p.role)))
         }
     }
 }

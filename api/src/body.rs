@@ -35,13 +35,8 @@ pub async fn read_repaired(req: &Request, body: &mut RequestBody) -> Result<Stri
 }
 
 /// Reads the body within the limit and repairs it; `None` when there is none.
-pub async fn read_repaired_or_empty(
-    req: &Request,
-    body: &mut RequestBody,
-) -> Result<Option<String>, ApiError> {
-    let limit = req
-        .data::<AppState>()
-        .map_or(5 * 1024 * 1024, |s| s.config.max_body_bytes);
+pub async fn read_repaired_or_empty(req: &Request, body: &mut RequestBody) -> Result<Option<String>, ApiError> {
+    let limit = req.data::<AppState>().map_or(5 * 1024 * 1024, |s| s.config.max_body_bytes);
     let too_large = || {
         ApiError::new(
             poem::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,9 +44,7 @@ pub async fn read_repaired_or_empty(
             format!("request body is over the {limit}-byte limit"),
         )
     };
-    if let Some(len) = req
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
+    if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok())
         && len > limit
     {
         return Err(too_large());
@@ -96,16 +89,8 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let syntax = inner.is_syntax() || inner.is_eof();
-        let field = if syntax || path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        let code = if inner.is_syntax() || inner.is_eof() {
-            "invalid_json"
-        } else {
-            "invalid_field"
-        };
+        let field = if syntax || path == "." || path.is_empty() { "body".to_string() } else { path };
+        let code = if inner.is_syntax() || inner.is_eof() { "invalid_json" } else { "invalid_field" };
         ApiError::invalid(&field, code, inner.to_string())
     })
 }
@@ -122,10 +107,7 @@ impl<'a, T: DeserializeOwned + Send, S: Type> ApiExtractor<'a> for JsonBody<T, S
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: S::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: "application/json", schema: S::schema_ref() }],
             required: true,
         })
     }
@@ -153,10 +135,7 @@ impl<'a, S: Type> ApiExtractor<'a> for RawJsonBody<S> {
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: S::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: "application/json", schema: S::schema_ref() }],
             required: true,
         })
     }
@@ -183,10 +162,7 @@ impl<'a, T: DeserializeOwned + Default + Type + Send> ApiExtractor<'a> for Optio
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: "application/json", schema: T::schema_ref() }],
             required: false,
         })
     }

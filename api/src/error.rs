@@ -55,11 +55,7 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.problem.status, self.problem.code, self.problem.detail
-        )
+        write!(f, "{} {}: {}", self.problem.status, self.problem.code, self.problem.detail)
     }
 }
 
@@ -92,21 +88,15 @@ impl ApiError {
     /// 400 naming the parameter or body field at fault.
     pub fn invalid(field: &str, code: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {message}")).with_errors(vec![
-            FieldProblem {
-                field: field.to_string(),
-                code: code.to_string(),
-                message,
-            },
-        ])
+        Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {message}")).with_errors(vec![FieldProblem {
+            field: field.to_string(),
+            code: code.to_string(),
+            message,
+        }])
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn unauthorized(detail: &str) -> Self {
@@ -126,11 +116,7 @@ impl ApiError {
     /// An unexpected failure: logged with its cause, shown without it.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; it has been logged",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; it has been logged")
     }
 
     pub fn id(field: &str, e: IdError) -> Self {
@@ -155,10 +141,7 @@ impl From<StoreError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::warn!(error = %e, "queue unavailable");
-        ApiError::unavailable(
-            "the job queue is unavailable; nothing was accepted, retry later",
-            5,
-        )
+        ApiError::unavailable("the job queue is unavailable; nothing was accepted, retry later", 5)
     }
 }
 
@@ -167,11 +150,9 @@ impl From<BatchError> for ApiError {
         match &e {
             BatchError::Json(_) => ApiError::invalid("body", "invalid_json", e.to_string()),
             BatchError::NoEvents => ApiError::invalid("events", "missing_field", e.to_string()),
-            BatchError::TooManyEvents { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_events",
-                e.to_string(),
-            ),
+            BatchError::TooManyEvents { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", e.to_string())
+            }
         }
     }
 }
@@ -183,10 +164,7 @@ impl poem::error::ResponseError for ApiError {
 
     fn as_response(&self) -> Response {
         let body = self.problem.to_json_string();
-        let mut resp = Response::builder()
-            .status(self.status())
-            .content_type(PROBLEM_JSON)
-            .body(body);
+        let mut resp = Response::builder().status(self.status()).content_type(PROBLEM_JSON).body(body);
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert("retry-after", secs.into());
         }
@@ -202,10 +180,7 @@ impl IntoResponse for ApiError {
 
 /// Every operation may answer with these; they are declared so generated clients know the shape.
 const DECLARED: &[(u16, &str)] = &[
-    (
-        400,
-        "The request is malformed; `errors` names each field at fault.",
-    ),
+    (400, "The request is malformed; `errors` names each field at fault."),
     (401, "Missing or unknown API key."),
     (403, "The key's role may not do this."),
     (404, "No such resource in this organisation."),
@@ -213,10 +188,7 @@ const DECLARED: &[(u16, &str)] = &[
     (413, "The body or the batch is over its limit."),
     (422, "Nothing in the request could be accepted."),
     (429, "Too many requests for this key; see Retry-After."),
-    (
-        503,
-        "A backing service is unavailable; nothing was accepted. See Retry-After.",
-    ),
+    (503, "A backing service is unavailable; nothing was accepted. See Retry-After."),
 ];
 
 impl ApiResponse for ApiError {
@@ -228,10 +200,7 @@ impl ApiResponse for ApiError {
                     description,
                     status: Some(*status),
                     status_range: None,
-                    content: vec![MetaMediaType {
-                        content_type: PROBLEM_JSON,
-                        schema: Problem::schema_ref(),
-                    }],
+                    content: vec![MetaMediaType { content_type: PROBLEM_JSON, schema: Problem::schema_ref() }],
                     headers: vec![],
                 })
                 .collect(),
@@ -256,15 +225,11 @@ pub async fn catch_all(err: poem::Error) -> Response {
     }
     let status = err.status();
     let (code, detail) = match status {
-        StatusCode::UNAUTHORIZED => (
-            "unauthorized",
-            "missing or malformed `Authorization: Bearer <api key>` header".to_string(),
-        ),
+        StatusCode::UNAUTHORIZED => {
+            ("unauthorized", "missing or malformed `Authorization: Bearer <api key>` header".to_string())
+        }
         StatusCode::NOT_FOUND => ("not_found", "no such route".to_string()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "method not allowed on this route".to_string(),
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route".to_string()),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", err.to_string()),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", err.to_string()),
         s if s.is_client_error() => ("bad_request", err.to_string()),

@@ -42,9 +42,7 @@ impl Type for Money {
         Some(self)
     }
 
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(self.as_raw_value().into_iter())
     }
 }
@@ -59,25 +57,15 @@ impl ToJSON for Money {
         {
             return Some(Value::from(i));
         }
-        normalized
-            .to_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
+        normalized.to_f64().and_then(serde_json::Number::from_f64).map(Value::Number)
     }
 }
 
 impl ParseFromJSON for Money {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
-            Some(Value::Number(n)) => n
-                .to_string()
-                .parse()
-                .map(Money)
-                .map_err(|_| ParseError::custom("not a decimal")),
-            Some(Value::String(s)) => s
-                .parse()
-                .map(Money)
-                .map_err(|_| ParseError::custom("not a decimal")),
+            Some(Value::Number(n)) => n.to_string().parse().map(Money).map_err(|_| ParseError::custom("not a decimal")),
+            Some(Value::String(s)) => s.parse().map(Money).map_err(|_| ParseError::custom("not a decimal")),
             other => Err(ParseError::expected_type(other.unwrap_or_default())),
         }
     }
@@ -92,13 +80,9 @@ impl<'de> serde::Deserialize<'de> for Money {
         let value: Decimal = text
             .parse()
             .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|_| {
-                serde::de::Error::custom(format!("{} is not a decimal number", raw.get()))
-            })?;
+            .map_err(|_| serde::de::Error::custom(format!("{} is not a decimal number", raw.get())))?;
         if value.is_sign_negative() || value >= Decimal::from(MAX_MONEY_USD) {
-            return Err(serde::de::Error::custom(format!(
-                "must be from 0 to below {MAX_MONEY_USD}"
-            )));
+            return Err(serde::de::Error::custom(format!("must be from 0 to below {MAX_MONEY_USD}")));
         }
         // Stored as NUMERIC(20, 10): ten decimal places are kept, rounding half to even.
         Ok(Money(value.round_dp(10)))
@@ -132,18 +116,14 @@ impl Type for UtcTime {
         Some(self)
     }
 
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(self.as_raw_value().into_iter())
     }
 }
 
 impl ToJSON for UtcTime {
     fn to_json(&self) -> Option<Value> {
-        Some(Value::String(
-            self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        ))
+        Some(Value::String(self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
     }
 }
 
@@ -619,13 +599,7 @@ pub struct User {
 
 impl From<crewkit_jobs::store::orgs::UserRow> for User {
     fn from(r: crewkit_jobs::store::orgs::UserRow) -> Self {
-        Self {
-            id: r.id.to_string(),
-            email: r.email,
-            name: r.name,
-            role: r.role,
-            created_at: r.created_at.into(),
-        }
+        Self { id: r.id.to_string(), email: r.email, name: r.name, role: r.role, created_at: r.created_at.into() }
     }
 }
 

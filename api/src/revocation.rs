@@ -19,11 +19,8 @@ fn channel(state: &AppState) -> String {
 pub async fn announce(state: &AppState, key: ApiKeyId) {
     state.principals.invalidate_all();
     let mut conn = state.queues.connection();
-    let res: Result<i64, _> = redis::cmd("PUBLISH")
-        .arg(channel(state))
-        .arg(key.to_string())
-        .query_async(&mut conn)
-        .await;
+    let res: Result<i64, _> =
+        redis::cmd("PUBLISH").arg(channel(state)).arg(key.to_string()).query_async(&mut conn).await;
     if let Err(e) = res {
         tracing::warn!(error = %e, "could not broadcast a key revocation; other processes refuse the key when their cache expires");
     }

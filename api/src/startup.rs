@@ -18,9 +18,8 @@ pub const TITLE: &str = "crewkit sessions API";
 
 /// The OpenAPI service, without any live connection (the spec can be printed offline).
 pub fn openapi_service() -> OpenApiService<AllApis, ()> {
-    OpenApiService::new(apis(), TITLE, env!("CARGO_PKG_VERSION")).description(
-        "Coding sessions of AI agents (Run > Conversation > Tasks), event ingestion, jobs.",
-    )
+    OpenApiService::new(apis(), TITLE, env!("CARGO_PKG_VERSION"))
+        .description("Coding sessions of AI agents (Run > Conversation > Tasks), event ingestion, jobs.")
 }
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.
@@ -79,14 +78,8 @@ impl Application {
             config.worker_heartbeat,
         )?;
         let acceptor = TcpListener::bind(config.bind).into_acceptor().await?;
-        let port = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .map_or(0, |a| a.port());
-        Ok(Self {
-            acceptor,
-            state: AppState::new(config, db, queues),
-            port,
-        })
+        let port = acceptor.local_addr()[0].as_socket_addr().map_or(0, |a| a.port());
+        Ok(Self { acceptor, state: AppState::new(config, db, queues), port })
     }
 
     pub fn port(&self) -> u16 {
@@ -103,11 +96,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let listener = tokio::spawn(crate::revocation::listen(self.state.clone()));
         let result = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                app(self.state),
-                shutdown,
-                Some(std::time::Duration::from_secs(10)),
-            )
+            .run_with_graceful_shutdown(app(self.state), shutdown, Some(std::time::Duration::from_secs(10)))
             .await;
         listener.abort();
         result

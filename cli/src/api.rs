@@ -35,37 +35,19 @@ impl Client {
             .user_agent(concat!("crewkit-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client builds");
-        Self {
-            http,
-            target,
-            deadline,
-        }
+        Self { http, target, deadline }
     }
 
     fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| *d > Duration::from_millis(20))
+        self.deadline.checked_duration_since(Instant::now()).filter(|d| *d > Duration::from_millis(20))
     }
 
     async fn post(&self, path: &str, body: &Value) -> Sent {
         let Some(timeout) = self.remaining() else {
             return Sent::Failed("out of time".into());
         };
-        let url = format!(
-            "{}/{}{}",
-            self.target.url.trim_end_matches('/'),
-            self.target.org,
-            path
-        );
-        let res = self
-            .http
-            .post(url)
-            .bearer_auth(&self.target.api_key)
-            .timeout(timeout)
-            .json(body)
-            .send()
-            .await;
+        let url = format!("{}/{}{}", self.target.url.trim_end_matches('/'), self.target.org, path);
+        let res = self.http.post(url).bearer_auth(&self.target.api_key).timeout(timeout).json(body).send().await;
         match res {
             Err(e) => Sent::Failed(e.to_string()),
             Ok(resp) => {
@@ -97,10 +79,6 @@ impl Client {
     }
 
     pub async fn send_events(&self, session_id: &str, events: &[Value]) -> Sent {
-        self.post(
-            &format!("/observability/sessions/{session_id}/events"),
-            &json!({ "events": events }),
-        )
-        .await
+        self.post(&format!("/observability/sessions/{session_id}/events"), &json!({ "events": events })).await
     }
 }

@@ -45,10 +45,7 @@ pub struct HookArgs {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(".crewkit")
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".crewkit")
 }
 
 pub fn main(args: HookArgs) {
@@ -58,10 +55,7 @@ pub fn main(args: HookArgs) {
         eprintln!("crewkit hook: could not read stdin: {e}");
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("crewkit hook: {e}");
@@ -69,10 +63,7 @@ pub fn main(args: HookArgs) {
         }
     };
     runtime.block_on(async {
-        if tokio::time::timeout_at(deadline.into(), run(&args, &input, deadline))
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline.into(), run(&args, &input, deadline)).await.is_err() {
             eprintln!("crewkit hook: out of time; unsent events stay in the spool");
         }
     });
@@ -81,26 +72,15 @@ pub fn main(args: HookArgs) {
 /// Turns the raw payload into a spool entry, stamped now. `None` (reported) when it names no session.
 pub fn stamp(input: &[u8], agent: &str) -> Result<Spooled, String> {
     let text = repair_json(input);
-    let payload: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("payload is not JSON ({e}); not recorded"))?;
+    let payload: Value = serde_json::from_str(&text).map_err(|e| format!("payload is not JSON ({e}); not recorded"))?;
     let Some(obj) = payload.as_object() else {
         return Err("payload is not a JSON object; not recorded".into());
     };
-    let Some(agent_sid) = obj
-        .get("session_id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(agent_sid) = obj.get("session_id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
         let keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
-        return Err(format!(
-            "payload has no session_id (keys: {}); not recorded",
-            keys.join(", ")
-        ));
+        return Err(format!("payload has no session_id (keys: {}); not recorded", keys.join(", ")));
     };
-    let event_type = obj
-        .get("hook_event_name")
-        .and_then(Value::as_str)
-        .unwrap_or("Unknown");
+    let event_type = obj.get("hook_event_name").and_then(Value::as_str).unwrap_or("Unknown");
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let id = uuid::Uuid::now_v7().to_string();
     let mut metadata = serde_json::Map::new();
@@ -124,34 +104,17 @@ async fn run(args: &HookArgs, input: &[u8], deadline: Instant) {
             return;
         }
     };
-    let spool = Spool::new(
-        args.spool_dir
-            .clone()
-            .unwrap_or_else(|| home().join("spool")),
-    );
+    let spool = Spool::new(args.spool_dir.clone().unwrap_or_else(|| home().join("spool")));
     let name = format!(
         "{}-{}",
         Utc::now().format("%Y%m%dT%H%M%S%6f"),
-        entry
-            .event
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        entry.event.get("id").and_then(Value::as_str).unwrap_or_default()
     );
     let (Some(api_key), Some(org)) = (args.api_key.clone(), args.org.clone()) else {
-        keep(
-            &spool,
-            &name,
-            &entry,
-            "CREWKIT_API_KEY and CREWKIT_ORG must be set",
-        );
+        keep(&spool, &name, &entry, "CREWKIT_API_KEY and CREWKIT_ORG must be set");
         return;
     };
-    let target = Target {
-        url: args.url.clone(),
-        api_key,
-        org,
-    };
+    let target = Target { url: args.url.clone(), api_key, org };
     let sessions = SessionCache::new(home().join("sessions"), &target);
     let client = Client::new(target, deadline);
 
@@ -159,22 +122,11 @@ async fn run(args: &HookArgs, input: &[u8], deadline: Instant) {
     if !pending.is_empty()
         && let Err(why) = flush(&client, &sessions, &spool, pending).await
     {
-        keep(
-            &spool,
-            &name,
-            &entry,
-            &format!("spooled events could not be sent yet ({why})"),
-        );
+        keep(&spool, &name, &entry, &format!("spooled events could not be sent yet ({why})"));
         return;
     }
-    if let Err(why) = send(
-        &client,
-        &sessions,
-        &entry.agent_session_id,
-        &entry.session,
-        std::slice::from_ref(&entry.event),
-    )
-    .await
+    if let Err(why) =
+        send(&client, &sessions, &entry.agent_session_id, &entry.session, std::slice::from_ref(&entry.event)).await
     {
         match why {
             Outcome::Refused(msg) => eprintln!("crewkit hook: the API refused the event: {msg}"),
@@ -185,10 +137,7 @@ async fn run(args: &HookArgs, input: &[u8], deadline: Instant) {
 
 fn keep(spool: &Spool, name: &str, entry: &Spooled, why: &str) {
     match spool.put(name, entry) {
-        Ok(_) => eprintln!(
-            "crewkit hook: {why}; event spooled in {}",
-            spool.dir().display()
-        ),
+        Ok(_) => eprintln!("crewkit hook: {why}; event spooled in {}", spool.dir().display()),
         Err(e) => eprintln!("crewkit hook: {why}; and the spool is not writable ({e}): event lost"),
     }
 }
@@ -209,19 +158,14 @@ async fn flush(
     let mut i = 0;
     while i < pending.len() {
         let sid = pending[i].1.agent_session_id.clone();
-        let group: Vec<&(PathBuf, Spooled)> = pending[i..]
-            .iter()
-            .take_while(|(_, e)| e.agent_session_id == sid)
-            .take(MAX_BATCH)
-            .collect();
+        let group: Vec<&(PathBuf, Spooled)> =
+            pending[i..].iter().take_while(|(_, e)| e.agent_session_id == sid).take(MAX_BATCH).collect();
         i += group.len();
         let events: Vec<Value> = group.iter().map(|(_, e)| e.event.clone()).collect();
         match send(client, sessions, &sid, &group[0].1.session, &events).await {
             Ok(()) => group.iter().for_each(|(p, _)| spool.remove(p)),
             Err(Outcome::Refused(msg)) => {
-                eprintln!(
-                    "crewkit hook: the API refused spooled events ({msg}); set aside in rejected/"
-                );
+                eprintln!("crewkit hook: the API refused spooled events ({msg}); set aside in rejected/");
                 group.iter().for_each(|(p, _)| spool.set_aside(p));
             }
             Err(Outcome::Failed(msg)) => return Err(msg),
@@ -245,16 +189,12 @@ async fn send(
                 if let Some(url) = remote_url(session).await {
                     body["remote_url"] = Value::String(url);
                 }
-                let cwd = session
-                    .pointer("/metadata/cwd")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let cwd = session.pointer("/metadata/cwd").and_then(Value::as_str).unwrap_or_default();
                 link_to_previous(&mut body, sessions.last_in(cwd));
                 let (id, run) = match client.ensure_session(&body).await {
                     // The remembered previous conversation is unknown to this server: no link.
                     Err(Sent::Refused(404, _))
-                        if body.get("run_id").is_some()
-                            || body.get("parent_session_id").is_some() =>
+                        if body.get("run_id").is_some() || body.get("parent_session_id").is_some() =>
                     {
                         if let Some(o) = body.as_object_mut() {
                             o.remove("run_id");
@@ -281,9 +221,7 @@ async fn send(
 
 fn outcome(s: Sent) -> Outcome {
     match s {
-        Sent::Refused(status @ (400 | 413 | 422), body) => {
-            Outcome::Refused(format!("{status}: {body}"))
-        }
+        Sent::Refused(status @ (400 | 413 | 422), body) => Outcome::Refused(format!("{status}: {body}")),
         Sent::Refused(status, body) => Outcome::Failed(format!("{status}: {body}")),
         Sent::Failed(msg) => Outcome::Failed(msg),
         Sent::Ok(_) => Outcome::Failed("unexpected response".into()),
@@ -313,9 +251,7 @@ async fn remote_url(session: &Value) -> Option<String> {
     let cwd = session.pointer("/metadata/cwd").and_then(Value::as_str)?;
     let out = tokio::time::timeout(
         Duration::from_millis(200),
-        tokio::process::Command::new("git")
-            .args(["-C", cwd, "remote", "get-url", "origin"])
-            .output(),
+        tokio::process::Command::new("git").args(["-C", cwd, "remote", "get-url", "origin"]).output(),
     )
     .await
     .ok()?
@@ -332,16 +268,11 @@ struct SessionCache {
 
 impl SessionCache {
     fn new(dir: PathBuf, target: &Target) -> Self {
-        Self {
-            dir,
-            scope: format!("{}|{}", target.url.trim_end_matches('/'), target.org),
-        }
+        Self { dir, scope: format!("{}|{}", target.url.trim_end_matches('/'), target.org) }
     }
 
     fn path(&self, agent_sid: &str) -> PathBuf {
-        let key = hex::encode(Sha256::digest(
-            format!("{}|{agent_sid}", self.scope).as_bytes(),
-        ));
+        let key = hex::encode(Sha256::digest(format!("{}|{agent_sid}", self.scope).as_bytes()));
         self.dir.join(&key[..32])
     }
 
@@ -384,11 +315,7 @@ mod tests {
 
     #[test]
     fn a_payload_is_stamped_with_an_id_and_a_time() {
-        let e = stamp(
-            br#"{"session_id":"s1","hook_event_name":"Stop","cwd":"/tmp"}"#,
-            "claude-code",
-        )
-        .unwrap();
+        let e = stamp(br#"{"session_id":"s1","hook_event_name":"Stop","cwd":"/tmp"}"#, "claude-code").unwrap();
         assert_eq!(e.agent_session_id, "s1");
         assert_eq!(e.event["event_type"], "Stop");
         assert!(e.event["id"].as_str().unwrap().len() == 36);
@@ -399,10 +326,7 @@ mod tests {
     #[test]
     fn a_payload_without_a_session_is_reported_not_sent() {
         let err = stamp(br#"{"message":"Test notification"}"#, "claude-code").unwrap_err();
-        assert!(
-            err.contains("no session_id") && err.contains("message"),
-            "{err}"
-        );
+        assert!(err.contains("no session_id") && err.contains("message"), "{err}");
         assert!(stamp(b"not json", "claude-code").is_err());
     }
 
@@ -412,22 +336,13 @@ mod tests {
         let body = |source: &str| json!({"metadata": {"source": source}});
         let mut b = body("clear");
         link_to_previous(&mut b, prev());
-        assert_eq!(
-            (b["run_id"].as_str(), b.get("parent_session_id")),
-            (Some("run_prev"), None)
-        );
+        assert_eq!((b["run_id"].as_str(), b.get("parent_session_id")), (Some("run_prev"), None));
         let mut b = body("resume");
         link_to_previous(&mut b, prev());
-        assert_eq!(
-            (b.get("run_id"), b["parent_session_id"].as_str()),
-            (None, Some("ses_prev"))
-        );
+        assert_eq!((b.get("run_id"), b["parent_session_id"].as_str()), (None, Some("ses_prev")));
         let mut b = body("compact");
         link_to_previous(&mut b, prev());
-        assert_eq!(
-            (b["run_id"].as_str(), b["parent_session_id"].as_str()),
-            (Some("run_prev"), Some("ses_prev"))
-        );
+        assert_eq!((b["run_id"].as_str(), b["parent_session_id"].as_str()), (Some("run_prev"), Some("ses_prev")));
         let mut b = body("startup");
         link_to_previous(&mut b, prev());
         assert_eq!(b, body("startup"));
@@ -435,11 +350,7 @@ mod tests {
 
     #[test]
     fn lone_surrogates_in_a_payload_are_repaired_before_sending() {
-        let e = stamp(
-            br#"{"session_id":"s","tool_input":{"command":"\udc90"}}"#,
-            "claude-code",
-        )
-        .unwrap();
+        let e = stamp(br#"{"session_id":"s","tool_input":{"command":"\udc90"}}"#, "claude-code").unwrap();
         assert_eq!(e.event["data"]["tool_input"]["command"], "\u{fffd}");
     }
 }

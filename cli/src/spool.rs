@@ -56,16 +56,11 @@ impl Spool {
         paths.sort();
         paths
             .into_iter()
-            .filter_map(|p| {
-                match fs::read(&p)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                {
-                    Some(entry) => Some((p, entry)),
-                    None => {
-                        self.set_aside(&p);
-                        None
-                    }
+            .filter_map(|p| match fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(entry) => Some((p, entry)),
+                None => {
+                    self.set_aside(&p);
+                    None
                 }
             })
             .collect()

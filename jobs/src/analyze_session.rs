@@ -48,11 +48,7 @@ async fn json_of(db: &PgPool, sql: &'static str, session: SessionId) -> StoreRes
 }
 
 /// Computes the analysis of a session (without storing it).
-pub async fn analyze(
-    db: &PgPool,
-    org: OrgId,
-    id: SessionId,
-) -> StoreResult<(Value, i64, Option<String>)> {
+pub async fn analyze(db: &PgPool, org: OrgId, id: SessionId) -> StoreResult<(Value, i64, Option<String>)> {
     let session = sessions::get_session(db, org, id).await?;
     let by_tool = json_of(
         db,
@@ -152,9 +148,7 @@ pub async fn analyze(
     } else {
         "completed"
     };
-    let tool_calls: i64 = by_tool
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_i64).sum());
+    let tool_calls: i64 = by_tool.as_object().map_or(0, |m| m.values().filter_map(Value::as_i64).sum());
     let analysis = json!({
         "schema_version": SCHEMA_VERSION,
         "outcome": outcome,
@@ -187,11 +181,7 @@ pub async fn analyze(
             (None, None) => String::new(),
         }
     });
-    Ok((
-        analysis,
-        session.event_count,
-        summary.filter(|s| !s.is_empty()),
-    ))
+    Ok((analysis, session.event_count, summary.filter(|s| !s.is_empty())))
 }
 
 /// Runs the job: computes and stores the analysis, and fills a missing summary.

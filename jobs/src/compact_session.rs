@@ -61,25 +61,17 @@ SELECT jsonb_build_object(
 /// Runs the job: computes the digest and completes the compaction record.
 #[tracing::instrument(skip_all, fields(session = %job.session_id, compaction = %job.compaction_id))]
 pub async fn run(db: &PgPool, job: &CompactSession) -> Result<Value, JobError> {
-    let found =
-        sqlx::query("UPDATE compactions SET status = 'running' WHERE id = $1 AND org_id = $2")
-            .bind(job.compaction_id)
-            .bind(job.org_id)
-            .execute(db)
-            .await
-            .map_err(StoreError::from)?;
+    let found = sqlx::query("UPDATE compactions SET status = 'running' WHERE id = $1 AND org_id = $2")
+        .bind(job.compaction_id)
+        .bind(job.org_id)
+        .execute(db)
+        .await
+        .map_err(StoreError::from)?;
     if found.rows_affected() == 0 {
-        return Err(JobError::Permanent(format!(
-            "compaction {} not found",
-            job.compaction_id
-        )));
+        return Err(JobError::Permanent(format!("compaction {} not found", job.compaction_id)));
     }
     let (digest, first, last, size_before): (Value, Option<i64>, Option<i64>, i64) =
-        sqlx::query_as(DIGEST_SQL)
-            .bind(job.session_id)
-            .fetch_one(db)
-            .await
-            .map_err(StoreError::from)?;
+        sqlx::query_as(DIGEST_SQL).bind(job.session_id).fetch_one(db).await.map_err(StoreError::from)?;
     let size_after = digest.to_string().len() as i64;
     sqlx::query(
         "UPDATE compactions SET status = 'succeeded', digest = $2, first_event_seq = $3, last_event_seq = $4,
@@ -95,7 +87,5 @@ pub async fn run(db: &PgPool, job: &CompactSession) -> Result<Value, JobError> {
     .execute(db)
     .await
     .map_err(StoreError::from)?;
-    Ok(
-        json!({"compaction_id": job.compaction_id, "size_before": size_before, "size_after": size_after}),
-    )
+    Ok(json!({"compaction_id": job.compaction_id, "size_before": size_before, "size_after": size_after}))
 }

@@ -50,10 +50,7 @@ pub struct Config {
 impl Config {
     /// Jobs in flight for one queue in one worker process.
     pub fn concurrency_for(&self, queue: &str) -> usize {
-        self.queue_concurrency
-            .get(queue)
-            .copied()
-            .unwrap_or(self.worker_concurrency)
+        self.queue_concurrency.get(queue).copied().unwrap_or(self.worker_concurrency)
     }
 }
 
@@ -77,31 +74,15 @@ impl Config {
             default: "postgres://localhost/crewkit",
             meaning: "PostgreSQL connection URL",
         },
-        Variable {
-            name: "REDIS_URL",
-            default: "redis://127.0.0.1:6379",
-            meaning: "Redis connection URL (job queues)",
-        },
+        Variable { name: "REDIS_URL", default: "redis://127.0.0.1:6379", meaning: "Redis connection URL (job queues)" },
         Variable {
             name: "MEILI_URL",
             default: "(unset)",
             meaning: "Meilisearch URL; unset: search uses PostgreSQL full text",
         },
-        Variable {
-            name: "MEILI_MASTER_KEY",
-            default: "(unset)",
-            meaning: "Meilisearch key",
-        },
-        Variable {
-            name: "CREWKIT_BIND",
-            default: "127.0.0.1:8080",
-            meaning: "address the API listens on",
-        },
-        Variable {
-            name: "CREWKIT_QUEUE_PREFIX",
-            default: "crewkit",
-            meaning: "prefix of every Redis key (queues)",
-        },
+        Variable { name: "MEILI_MASTER_KEY", default: "(unset)", meaning: "Meilisearch key" },
+        Variable { name: "CREWKIT_BIND", default: "127.0.0.1:8080", meaning: "address the API listens on" },
+        Variable { name: "CREWKIT_QUEUE_PREFIX", default: "crewkit", meaning: "prefix of every Redis key (queues)" },
         Variable {
             name: "CREWKIT_MAX_EVENTS_PER_REQUEST",
             default: "1000",
@@ -117,16 +98,8 @@ impl Config {
             default: "30",
             meaning: "how long an API process caches a key lookup",
         },
-        Variable {
-            name: "CREWKIT_DB_MAX_CONNECTIONS",
-            default: "10",
-            meaning: "PostgreSQL pool size per process",
-        },
-        Variable {
-            name: "CREWKIT_REDIS_TIMEOUT_MS",
-            default: "10000",
-            meaning: "Redis response timeout",
-        },
+        Variable { name: "CREWKIT_DB_MAX_CONNECTIONS", default: "10", meaning: "PostgreSQL pool size per process" },
+        Variable { name: "CREWKIT_REDIS_TIMEOUT_MS", default: "10000", meaning: "Redis response timeout" },
         Variable {
             name: "CREWKIT_WORKER_POLL_MS",
             default: "100",
@@ -162,16 +135,8 @@ impl Config {
             default: "60",
             meaning: "how often workers close idle sessions and reconcile lost work",
         },
-        Variable {
-            name: "CREWKIT_LOG_FORMAT",
-            default: "pretty",
-            meaning: "`pretty` or `json`",
-        },
-        Variable {
-            name: "RUST_LOG",
-            default: "info",
-            meaning: "log filter (tracing-subscriber syntax)",
-        },
+        Variable { name: "CREWKIT_LOG_FORMAT", default: "pretty", meaning: "`pretty` or `json`" },
+        Variable { name: "RUST_LOG", default: "info", meaning: "log filter (tracing-subscriber syntax)" },
     ];
 
     /// Reads the process environment.
@@ -182,28 +147,16 @@ impl Config {
     /// Reads the given variables; unset ones take their documented default.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| -> String {
-            vars.get(name)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .unwrap_or_else(|| {
-                    Self::VARIABLES
-                        .iter()
-                        .find(|v| v.name == name)
-                        .expect("documented variable")
-                        .default
-                        .to_string()
-                })
+            vars.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| {
+                Self::VARIABLES.iter().find(|v| v.name == name).expect("documented variable").default.to_string()
+            })
         };
         let opt = |name: &str| vars.get(name).filter(|v| !v.is_empty()).cloned();
         fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
         where
             T::Err: fmt::Display,
         {
-            value.parse().map_err(|e: T::Err| ConfigError {
-                name,
-                reason: e.to_string(),
-                value,
-            })
+            value.parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string(), value })
         }
         let num = |name: &'static str| parse::<u64>(name, get(name));
         let log_format = match get("CREWKIT_LOG_FORMAT").as_str() {
@@ -255,10 +208,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &redact_url(&self.redis_url))
             .field("meili_url", &self.meili_url)
-            .field(
-                "meili_master_key",
-                &self.meili_master_key.as_ref().map(|_| "[redacted]"),
-            )
+            .field("meili_master_key", &self.meili_master_key.as_ref().map(|_| "[redacted]"))
             .field("bind", &self.bind)
             .field("queue_prefix", &self.queue_prefix)
             .field("max_events_per_request", &self.max_events_per_request)
@@ -300,28 +250,18 @@ mod tests {
     #[test]
     fn debug_output_hides_passwords_and_keys() {
         let vars = HashMap::from([
-            (
-                "DATABASE_URL".to_string(),
-                "postgres://u:hunter2@db/crewkit".to_string(),
-            ),
+            ("DATABASE_URL".to_string(), "postgres://u:hunter2@db/crewkit".to_string()),
             ("MEILI_MASTER_KEY".to_string(), "sekrit".to_string()),
         ]);
         let text = format!("{:?}", Config::from_vars(&vars).unwrap());
-        assert!(
-            !text.contains("hunter2") && !text.contains("sekrit"),
-            "{text}"
-        );
+        assert!(!text.contains("hunter2") && !text.contains("sekrit"), "{text}");
     }
 
     #[test]
     fn the_readme_table_lists_every_variable() {
         let readme = include_str!("../../README.md");
         for v in Config::VARIABLES {
-            assert!(
-                readme.contains(&format!("`{}`", v.name)),
-                "README lacks {}",
-                v.name
-            );
+            assert!(readme.contains(&format!("`{}`", v.name)), "README lacks {}", v.name);
         }
     }
 }

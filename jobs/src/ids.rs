@@ -137,14 +137,8 @@ mod tests {
     #[test]
     fn a_wrong_prefix_is_named_in_the_error() {
         let run = RunId::generate().to_string();
-        assert_eq!(
-            run.parse::<SessionId>(),
-            Err(IdError::WrongPrefix { expected: "ses" })
-        );
-        assert_eq!(
-            "ses_123".parse::<SessionId>(),
-            Err(IdError::Malformed { expected: "ses" })
-        );
+        assert_eq!(run.parse::<SessionId>(), Err(IdError::WrongPrefix { expected: "ses" }));
+        assert_eq!("ses_123".parse::<SessionId>(), Err(IdError::Malformed { expected: "ses" }));
         assert!("threads".parse::<SessionId>().is_err());
     }
 

@@ -42,15 +42,8 @@ pub async fn request(queues: &Queues, org: OrgId, session: SessionId, request_id
         .await;
     match set {
         Ok(Some(_)) => {
-            let job = IndexSession {
-                org_id: org,
-                session_id: session,
-                request_id,
-            };
-            if let Err(e) = queues
-                .push_delayed(JobKind::IndexSession, &job, DEBOUNCE_SECS)
-                .await
-            {
+            let job = IndexSession { org_id: org, session_id: session, request_id };
+            if let Err(e) = queues.push_delayed(JobKind::IndexSession, &job, DEBOUNCE_SECS).await {
                 tracing::warn!(error = %e, %session, "could not queue index_session");
             }
         }
@@ -63,10 +56,7 @@ pub async fn request(queues: &Queues, org: OrgId, session: SessionId, request_id
 #[tracing::instrument(skip_all, fields(session = %job.session_id))]
 pub async fn run(db: &PgPool, queues: &Queues, job: &IndexSession) -> Result<(), JobError> {
     let mut conn = queues.connection();
-    let _: Result<i64, _> = redis::cmd("DEL")
-        .arg(debounce_key(queues, job.session_id))
-        .query_async(&mut conn)
-        .await;
+    let _: Result<i64, _> = redis::cmd("DEL").arg(debounce_key(queues, job.session_id)).query_async(&mut conn).await;
     search::index_session(db, job.org_id, job.session_id).await?;
     Ok(())
 }

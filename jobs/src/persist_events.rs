@@ -59,10 +59,7 @@ struct Facts {
 }
 
 fn str_field(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// JSON with object keys sorted, so the content hash does not depend on key order.
@@ -106,10 +103,7 @@ pub fn dedup_key(session: SessionId, ev: &QueuedEvent, data: &Value) -> String {
     text.push('\n');
     text.push_str(&ev.event_type);
     text.push('\n');
-    text.push_str(
-        &ev.timestamp
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    );
+    text.push_str(&ev.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     text.push('\n');
     canonical(data, &mut text);
     format!("h:{}", hex::encode(Sha256::digest(text.as_bytes())))
@@ -122,8 +116,7 @@ fn prepare(job: &PersistEvents) -> (Vec<EventInsert>, Vec<Facts>, usize) {
     let mut duplicates = 0;
     for ev in &job.events {
         let text = repair_json(ev.data.get().as_bytes()).into_owned();
-        let data: Value =
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
+        let data: Value = serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
         let key = dedup_key(job.session_id, ev, &data);
         if !seen.insert(key.clone()) {
             duplicates += 1; // first one wins, within the batch as across batches
@@ -133,24 +126,14 @@ fn prepare(job: &PersistEvents) -> (Vec<EventInsert>, Vec<Facts>, usize) {
         let team_task = matches!(ev.event_type.as_str(), "TaskCreated" | "TaskCompleted")
             .then(|| str_field(&data, "task_id").map(|id| (id, str_field(&data, "task_subject"))))
             .flatten();
-        facts.push(Facts {
-            agent_type: data
-                .get("agent_type")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            team_task,
-        });
+        facts.push(Facts { agent_type: data.get("agent_type").and_then(Value::as_str).map(str::to_owned), team_task });
         rows.push(EventInsert {
             id: EventId::generate(),
             event_type: ev.event_type.clone(),
             client_event_id: ev.client_id.clone(),
             dedup_key: key,
             timestamp: ev.timestamp,
-            order_at: if in_future {
-                job.received_at
-            } else {
-                ev.timestamp
-            },
+            order_at: if in_future { job.received_at } else { ev.timestamp },
             timestamp_in_future: in_future,
             tool_name: str_field(&data, "tool_name"),
             tool_use_id: str_field(&data, "tool_use_id"),
@@ -169,39 +152,28 @@ fn is_data_error(e: &StoreError) -> bool {
 /// Runs the job. Callable without Redis: the worker wraps it with the queue's lifecycle.
 #[tracing::instrument(skip_all, fields(org = %job.org_id, session = %job.session_id, events = job.events.len()))]
 pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, JobError> {
-    let status: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM conversations WHERE id = $1 AND org_id = $2")
-            .bind(job.session_id)
-            .bind(job.org_id)
-            .fetch_optional(db)
-            .await
-            .map_err(StoreError::from)?;
+    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM conversations WHERE id = $1 AND org_id = $2")
+        .bind(job.session_id)
+        .bind(job.org_id)
+        .fetch_optional(db)
+        .await
+        .map_err(StoreError::from)?;
     let Some((status,)) = status else {
-        return Err(JobError::Permanent(format!(
-            "session {} does not exist in org {}",
-            job.session_id, job.org_id
-        )));
+        return Err(JobError::Permanent(format!("session {} does not exist in org {}", job.session_id, job.org_id)));
     };
     let (rows, facts, duplicates) = prepare(job);
     let mut tx = db.begin().await.map_err(StoreError::from)?;
-    let (inserted, skipped) = match events::insert_events(
-        &mut *tx,
-        job.org_id,
-        job.session_id,
-        job.received_at,
-        &rows,
-    )
-    .await
-    {
-        Ok(inserted) => (inserted, Vec::new()),
-        Err(e) if is_data_error(&e) => {
-            tracing::warn!(error = %e, "batch refused for its data; inserting events one by one");
-            tx.rollback().await.map_err(StoreError::from)?;
-            tx = db.begin().await.map_err(StoreError::from)?;
-            insert_one_by_one(&mut tx, job, &rows).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (inserted, skipped) =
+        match events::insert_events(&mut *tx, job.org_id, job.session_id, job.received_at, &rows).await {
+            Ok(inserted) => (inserted, Vec::new()),
+            Err(e) if is_data_error(&e) => {
+                tracing::warn!(error = %e, "batch refused for its data; inserting events one by one");
+                tx.rollback().await.map_err(StoreError::from)?;
+                tx = db.begin().await.map_err(StoreError::from)?;
+                insert_one_by_one(&mut tx, job, &rows).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
     events::bump_session_counters(&mut *tx, job.session_id, &inserted).await?;
     derive_tasks(&mut tx, job, &rows, &facts, &inserted).await?;
     tx.commit().await.map_err(StoreError::from)?;
@@ -209,11 +181,7 @@ pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, Job
         inserted: inserted.len(),
         duplicates: duplicates + rows.len() - inserted.len() - skipped.len(),
         skipped,
-        pre_compacts: inserted
-            .iter()
-            .filter(|r| r.event_type == "PreCompact")
-            .map(|r| r.id.to_string())
-            .collect(),
+        pre_compacts: inserted.iter().filter(|r| r.event_type == "PreCompact").map(|r| r.id.to_string()).collect(),
         late: status == "ended" && !inserted.is_empty(),
     };
     tracing::info!(
@@ -234,14 +202,8 @@ async fn insert_one_by_one(
     let mut skipped = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let mut sp = sqlx::Connection::begin(&mut **tx).await?;
-        match events::insert_events(
-            &mut *sp,
-            job.org_id,
-            job.session_id,
-            job.received_at,
-            std::slice::from_ref(row),
-        )
-        .await
+        match events::insert_events(&mut *sp, job.org_id, job.session_id, job.received_at, std::slice::from_ref(row))
+            .await
         {
             Ok(mut one) => {
                 sp.commit().await?;
@@ -265,8 +227,7 @@ async fn derive_tasks(
     facts: &[Facts],
     inserted: &[Inserted],
 ) -> StoreResult<()> {
-    let by_id: std::collections::HashMap<EventId, usize> =
-        rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let by_id: std::collections::HashMap<EventId, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
     let mut obs = Vec::new();
     let mut subagent_events = Vec::new();
     let mut touches_agents = false;
@@ -344,11 +305,7 @@ mod tests {
             session_id: SessionId::generate(),
             received_at: "2026-04-01T12:00:00Z".parse().unwrap(),
             request_id: None,
-            events: vec![
-                event(r#"{"v":1}"#, Some("e7")),
-                event(r#"{"v":2}"#, Some("e7")),
-                event("{}", Some("e8")),
-            ],
+            events: vec![event(r#"{"v":1}"#, Some("e7")), event(r#"{"v":2}"#, Some("e7")), event("{}", Some("e8"))],
         };
         let (rows, _, dups) = prepare(&job);
         assert_eq!(dups, 1);
@@ -370,9 +327,6 @@ mod tests {
         let (rows, _, _) = prepare(&job);
         assert!(rows[0].timestamp_in_future);
         assert_eq!(rows[0].order_at, job.received_at);
-        assert_eq!(
-            rows[0].timestamp,
-            "2099-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
+        assert_eq!(rows[0].timestamp, "2099-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
     }
 }

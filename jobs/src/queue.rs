@@ -16,7 +16,7 @@ use apalis_redis::{Config as QueueConfig, ConnectionManager};
 use redis::aio::ConnectionManagerConfig;
 use serde::Serialize;
 
-use crate::ids::JobId;
+use crate::ids::{JobId, SessionId};
 
 /// Every kind of job, each with its own queue so ops can scale workers per queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,12 +28,8 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: &'static [JobKind] = &[
-        JobKind::PersistEvents,
-        JobKind::AnalyzeSession,
-        JobKind::CompactSession,
-        JobKind::IndexSession,
-    ];
+    pub const ALL: &'static [JobKind] =
+        &[JobKind::PersistEvents, JobKind::AnalyzeSession, JobKind::CompactSession, JobKind::IndexSession];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -100,11 +96,7 @@ impl Queues {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let conn = client.get_connection_manager_lazy(config)?;
-        Ok(Self {
-            conn,
-            prefix: prefix.to_string(),
-            heartbeat,
-        })
+        Ok(Self { conn, prefix: prefix.to_string(), heartbeat })
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -135,12 +127,7 @@ impl Queues {
     /// Pushes a job whose id was chosen earlier: the caller wrote its record (status `queued`) in
     /// the same transaction as the change that caused it, and pushes only after the commit, so a
     /// worker never picks up a job whose cause it cannot see yet.
-    pub async fn push_with_id<T: Serialize>(
-        &self,
-        kind: JobKind,
-        job_id: JobId,
-        job: &T,
-    ) -> Result<(), QueueError> {
+    pub async fn push_with_id<T: Serialize>(&self, kind: JobKind, job_id: JobId, job: &T) -> Result<(), QueueError> {
         self.push_at(kind, job_id, job, 0).await
     }
 
@@ -162,11 +149,8 @@ impl Queues {
         let config = self.config(kind);
         let task_id = job_id.ulid().to_string();
         let mut conn = self.conn.clone();
-        let payload: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(config.job_data_hash())
-            .arg(&task_id)
-            .query_async(&mut conn)
-            .await?;
+        let payload: Option<Vec<u8>> =
+            redis::cmd("HGET").arg(config.job_data_hash()).arg(&task_id).query_async(&mut conn).await?;
         let Some(payload) = payload else {
             return Ok(false);
         };
@@ -209,21 +193,14 @@ impl Queues {
         let bytes = serde_json::to_vec(job)?;
         let config = self.config(kind);
         let task = || {
-            let builder = TaskBuilder::new(bytes.clone())
-                .task_id(QueueTaskId::from(ulid))
-                .max_attempts(kind.max_attempts());
-            if delay_secs > 0 {
-                builder.run_in_seconds(delay_secs).build()
-            } else {
-                builder.build()
-            }
+            let builder =
+                TaskBuilder::new(bytes.clone()).task_id(QueueTaskId::from(ulid)).max_attempts(kind.max_attempts());
+            if delay_secs > 0 { builder.run_in_seconds(delay_secs).build() } else { builder.build() }
         };
         let mut conn = self.conn.clone();
         match apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await {
             Ok(_) => Ok(()),
-            Err(apalis_redis::Error::Database(e))
-                if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() =>
-            {
+            Err(apalis_redis::Error::Database(e)) if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() => {
                 tracing::warn!(error = %e, "redis push failed, retrying once");
                 apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await?;
                 Ok(())
@@ -232,21 +209,56 @@ impl Queues {
         }
     }
 
+    /// The key counting a session's ingestion jobs not yet persisted.
+    pub fn pending_key(&self, session: SessionId) -> String {
+        format!("{}:pending-ingest:{session}", self.prefix)
+    }
+
+    /// Pushes a `persist_events` job and counts it as pending for its session, both commands
+    /// in flight together on the multiplexed connection (one round trip of latency). The
+    /// analysis waits for the count to drain, so it sees every event accepted before the end.
+    pub async fn push_ingest(&self, job: &crate::persist_events::PersistEvents) -> Result<JobId, QueueError> {
+        let mut conn = self.conn.clone();
+        let key = self.pending_key(job.session_id);
+        let count = async move {
+            redis::pipe().incr(&key, 1).ignore().expire(&key, 3600).ignore().query_async::<()>(&mut conn).await
+        };
+        let (pushed, counted) = tokio::join!(self.push(JobKind::PersistEvents, job), count);
+        match (&pushed, counted) {
+            (Err(_), Ok(())) => self.ingest_done(job.session_id).await, // nothing was queued after all
+            (_, Err(e)) => tracing::warn!(error = %e, "could not count a pending ingestion job"),
+            _ => {}
+        }
+        pushed
+    }
+
+    /// Marks one of the session's ingestion jobs as done (persisted, or failed for good).
+    pub async fn ingest_done(&self, session: SessionId) {
+        let mut conn = self.conn.clone();
+        let res: Result<i64, _> = redis::cmd("DECR").arg(self.pending_key(session)).query_async(&mut conn).await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not mark an ingestion job done");
+        }
+    }
+
+    /// Ingestion jobs of the session not yet persisted.
+    pub async fn ingest_pending(&self, session: SessionId) -> Result<i64, QueueError> {
+        let mut conn = self.conn.clone();
+        let n: Option<i64> = redis::cmd("GET").arg(self.pending_key(session)).query_async(&mut conn).await?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// The state of a job still known only to the queue: its payload bytes and its status.
     pub async fn peek(&self, kind: JobKind, id: JobId) -> Result<Option<QueuedJob>, QueueError> {
         let config = self.config(kind);
         let task_id = id.ulid().to_string();
         let mut conn = self.conn.clone();
-        let (payload, status, attempts): (Option<Vec<u8>>, Option<String>, Option<i64>) =
-            redis::pipe()
-                .hget(config.job_data_hash(), &task_id)
-                .hget(format!("{}:{}", config.job_meta_hash(), task_id), "status")
-                .hget(
-                    format!("{}:{}", config.job_meta_hash(), task_id),
-                    "attempts",
-                )
-                .query_async(&mut conn)
-                .await?;
+        let (payload, status, attempts): (Option<Vec<u8>>, Option<String>, Option<i64>) = redis::pipe()
+            .hget(config.job_data_hash(), &task_id)
+            .hget(format!("{}:{}", config.job_meta_hash(), task_id), "status")
+            .hget(format!("{}:{}", config.job_meta_hash(), task_id), "attempts")
+            .query_async(&mut conn)
+            .await?;
         Ok(payload.map(|payload| QueuedJob {
             payload,
             status: status.unwrap_or_default(),

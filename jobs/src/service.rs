@@ -61,30 +61,19 @@ pub struct EndSession {
     pub request_id: Option<String>,
 }
 
-async fn push_after_commit<T: serde::Serialize>(
-    queues: &Queues,
-    kind: JobKind,
-    id: JobId,
-    payload: &T,
-) {
+async fn push_after_commit<T: serde::Serialize>(queues: &Queues, kind: JobKind, id: JobId, payload: &T) {
     if let Err(e) = queues.push_with_id(kind, id, payload).await {
         tracing::warn!(error = %e, job = %id, kind = kind.name(), "push after commit failed; reconcile will re-push the queued job");
     }
 }
 
-fn queued<'a>(
-    kind: JobKind,
-    org: OrgId,
-    session: SessionId,
-    request_id: Option<&'a str>,
-) -> JobStart<'a> {
+fn queued<'a>(kind: JobKind, org: OrgId, session: SessionId, request_id: Option<&'a str>) -> JobStart<'a> {
     JobStart {
         id: JobId::generate_ulid().0,
         org_id: org,
         kind: kind.name(),
         session_id: Some(session),
         request_id,
-        attempt: 0,
         max_attempts: kind.max_attempts() as i32,
     }
 }
@@ -99,27 +88,15 @@ pub async fn end_session(
 ) -> StoreResult<JobId> {
     let mut tx = db.begin().await?;
     let ended_at = end.ended_at.unwrap_or_else(Utc::now);
-    sessions::end_session(
-        &mut tx,
-        org,
-        id,
-        &end.end_reason,
-        end.summary.as_deref(),
-        ended_at,
-    )
-    .await?;
+    sessions::end_session(&mut tx, org, id, &end.end_reason, end.summary.as_deref(), ended_at).await?;
     if let Some(m) = &end.metrics {
         sessions::apply_metrics(&mut tx, id, m).await?;
     }
     let job = queued(JobKind::AnalyzeSession, org, id, end.request_id.as_deref());
     jobs::job_queued(&mut *tx, &job).await?;
     tx.commit().await?;
-    let payload = AnalyzeSession {
-        org_id: org,
-        session_id: id,
-        reason: "end".into(),
-        request_id: end.request_id.clone(),
-    };
+    let payload =
+        AnalyzeSession { org_id: org, session_id: id, reason: "end".into(), request_id: end.request_id.clone() };
     push_after_commit(queues, JobKind::AnalyzeSession, job.id, &payload).await;
     index_session::request(queues, org, id, end.request_id.clone()).await;
     Ok(job.id)
@@ -145,12 +122,8 @@ pub async fn request_compaction(
     }
     jobs::job_queued(&mut *tx, &job).await?;
     tx.commit().await?;
-    let payload = CompactSession {
-        org_id: org,
-        session_id: id,
-        compaction_id: row.id,
-        request_id: Some(request_id.to_string()),
-    };
+    let payload =
+        CompactSession { org_id: org, session_id: id, compaction_id: row.id, request_id: Some(request_id.to_string()) };
     push_after_commit(queues, JobKind::CompactSession, job.id, &payload).await;
     Ok((row, job.id, true))
 }
@@ -158,38 +131,18 @@ pub async fn request_compaction(
 /// After late events, a session's analysis is re-run once things settle: the first late batch
 /// sets a per-session key (`SET NX`, 30 s) and queues an analysis 10 s later; later batches in
 /// that window ride on it (the analysis reads the events when it runs).
-pub async fn request_reanalysis(
-    db: &PgPool,
-    queues: &Queues,
-    org: OrgId,
-    id: SessionId,
-) -> StoreResult<Option<JobId>> {
+pub async fn request_reanalysis(db: &PgPool, queues: &Queues, org: OrgId, id: SessionId) -> StoreResult<Option<JobId>> {
     let mut conn = queues.connection();
     let key = format!("{}:analyze-debounce:{id}", queues.prefix());
-    let set: Option<String> = redis::cmd("SET")
-        .arg(&key)
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
-        .arg(30)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or(None);
+    let set: Option<String> =
+        redis::cmd("SET").arg(&key).arg(1).arg("NX").arg("EX").arg(30).query_async(&mut conn).await.unwrap_or(None);
     if set.is_none() {
         return Ok(None);
     }
     let job = queued(JobKind::AnalyzeSession, org, id, None);
     jobs::job_queued(db, &job).await?;
-    let payload = AnalyzeSession {
-        org_id: org,
-        session_id: id,
-        reason: "late_events".into(),
-        request_id: None,
-    };
-    if let Err(e) = queues
-        .push_at_with_id(JobKind::AnalyzeSession, job.id, &payload, 10)
-        .await
-    {
+    let payload = AnalyzeSession { org_id: org, session_id: id, reason: "late_events".into(), request_id: None };
+    if let Err(e) = queues.push_at_with_id(JobKind::AnalyzeSession, job.id, &payload, 10).await {
         tracing::warn!(error = %e, "could not queue re-analysis; reconcile will");
     }
     Ok(Some(job.id))
@@ -217,15 +170,8 @@ pub async fn close_idle(db: &PgPool, queues: &Queues, idle_secs: i64) -> StoreRe
     for (id, org) in &closed {
         let job = queued(JobKind::AnalyzeSession, *org, *id, None);
         jobs::job_queued(&mut *tx, &job).await?;
-        queued_jobs.push((
-            job.id,
-            AnalyzeSession {
-                org_id: *org,
-                session_id: *id,
-                reason: "idle".into(),
-                request_id: None,
-            },
-        ));
+        queued_jobs
+            .push((job.id, AnalyzeSession { org_id: *org, session_id: *id, reason: "idle".into(), request_id: None }));
     }
     tx.commit().await?;
     for (job_id, payload) in &queued_jobs {
@@ -249,28 +195,16 @@ pub async fn reconcile(db: &PgPool, queues: &Queues) -> StoreResult<usize> {
     .await?;
     let mut fixed = 0;
     for (job_id, org, kind, session) in stale {
-        let (Some(kind), Some(session)) = (
-            JobKind::ALL.iter().copied().find(|k| k.name() == kind),
-            session,
-        ) else {
+        let (Some(kind), Some(session)) = (JobKind::ALL.iter().copied().find(|k| k.name() == kind), session) else {
             continue;
         };
-        if queues
-            .peek(kind, job_id)
-            .await
-            .map(|q| q.is_some())
-            .unwrap_or(true)
-        {
+        if queues.peek(kind, job_id).await.map(|q| q.is_some()).unwrap_or(true) {
             continue; // in the queue (or Redis unreachable: try again next time)
         }
         let pushed = match kind {
             JobKind::AnalyzeSession => {
-                let payload = AnalyzeSession {
-                    org_id: org,
-                    session_id: session,
-                    reason: "reconcile".into(),
-                    request_id: None,
-                };
+                let payload =
+                    AnalyzeSession { org_id: org, session_id: session, reason: "reconcile".into(), request_id: None };
                 queues.push_with_id(kind, job_id, &payload).await
             }
             _ => {
@@ -282,12 +216,7 @@ pub async fn reconcile(db: &PgPool, queues: &Queues) -> StoreResult<usize> {
                 let Some((compaction_id,)) = cmp else {
                     continue;
                 };
-                let payload = CompactSession {
-                    org_id: org,
-                    session_id: session,
-                    compaction_id,
-                    request_id: None,
-                };
+                let payload = CompactSession { org_id: org, session_id: session, compaction_id, request_id: None };
                 queues.push_with_id(kind, job_id, &payload).await
             }
         };
@@ -308,12 +237,7 @@ pub async fn reconcile(db: &PgPool, queues: &Queues) -> StoreResult<usize> {
     for (id, org) in unanalysed {
         let job = queued(JobKind::AnalyzeSession, org, id, None);
         jobs::job_queued(db, &job).await?;
-        let payload = AnalyzeSession {
-            org_id: org,
-            session_id: id,
-            reason: "reconcile".into(),
-            request_id: None,
-        };
+        let payload = AnalyzeSession { org_id: org, session_id: id, reason: "reconcile".into(), request_id: None };
         push_after_commit(queues, JobKind::AnalyzeSession, job.id, &payload).await;
         fixed += 1;
     }
@@ -337,23 +261,12 @@ pub enum RetryError {
 }
 
 /// Re-runs a failed job under the same id, with its attempts reset.
-pub async fn retry_job(
-    db: &PgPool,
-    queues: &Queues,
-    org: OrgId,
-    id: JobId,
-) -> Result<(), RetryError> {
-    let job = jobs::get_job(db, org, id)
-        .await?
-        .ok_or(crate::store::StoreError::NotFound("job"))?;
+pub async fn retry_job(db: &PgPool, queues: &Queues, org: OrgId, id: JobId) -> Result<(), RetryError> {
+    let job = jobs::get_job(db, org, id).await?.ok_or(crate::store::StoreError::NotFound("job"))?;
     if job.status != "failed" {
         return Err(RetryError::NotFailed(job.status));
     }
-    let kind = JobKind::ALL
-        .iter()
-        .copied()
-        .find(|k| k.name() == job.kind)
-        .ok_or(RetryError::Gone)?;
+    let kind = JobKind::ALL.iter().copied().find(|k| k.name() == job.kind).ok_or(RetryError::Gone)?;
     if !queues.requeue(kind, id).await? {
         return Err(RetryError::Gone);
     }

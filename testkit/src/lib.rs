@@ -34,10 +34,7 @@ fn base_database_url() -> String {
 fn with_database(url: &str, db: &str) -> String {
     let (scheme, rest) = url.split_once("://").expect("DATABASE_URL has a scheme");
     let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let query = tail
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
+    let query = tail.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     format!("{scheme}://{authority}/{db}{query}")
 }
 
@@ -69,41 +66,30 @@ impl TestApp {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("ck_test_{}", &id[..16]);
         let base = base_database_url();
-        let admin_db =
-            crewkit_jobs::store::lazy_pool(&with_database(&base, "postgres"), 1).expect("pool");
+        let admin_db = crewkit_jobs::store::lazy_pool(&with_database(&base, "postgres"), 1).expect("pool");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
             .execute(&admin_db)
             .await
             .expect("PostgreSQL must be running (script/test starts one)");
         // A test may set the database's own time zone, to prove results do not depend on it.
         if let Some(tz) = vars.remove("TEST_DB_TIMEZONE") {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER DATABASE {db_name} SET timezone = '{tz}'"
-            )))
-            .execute(&admin_db)
-            .await
-            .expect("set database time zone");
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {db_name} SET timezone = '{tz}'")))
+                .execute(&admin_db)
+                .await
+                .expect("set database time zone");
         }
         admin_db.close().await;
 
         vars.insert("DATABASE_URL".into(), with_database(&base, &db_name));
-        vars.entry("REDIS_URL".into()).or_insert_with(|| {
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-        });
-        vars.insert(
-            "CREWKIT_QUEUE_PREFIX".into(),
-            format!("ck_test_{}", &id[..16]),
-        );
+        vars.entry("REDIS_URL".into())
+            .or_insert_with(|| std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()));
+        vars.insert("CREWKIT_QUEUE_PREFIX".into(), format!("ck_test_{}", &id[..16]));
         vars.insert("CREWKIT_BIND".into(), "127.0.0.1:0".into());
-        vars.entry("CREWKIT_WORKER_POLL_MS".into())
-            .or_insert_with(|| "20".into());
-        vars.entry("CREWKIT_SHUTDOWN_TIMEOUT_SECS".into())
-            .or_insert_with(|| "2".into());
+        vars.entry("CREWKIT_WORKER_POLL_MS".into()).or_insert_with(|| "20".into());
+        vars.entry("CREWKIT_SHUTDOWN_TIMEOUT_SECS".into()).or_insert_with(|| "2".into());
         let config = Config::from_vars(&vars).expect("test config");
 
-        let app = Application::build(config.clone(), true)
-            .await
-            .expect("API builds");
+        let app = Application::build(config.clone(), true).await.expect("API builds");
         let port = app.port();
         let db = app.state().db.clone();
         tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -121,11 +107,7 @@ impl TestApp {
         let org = format!("org-{}", &id[..8]);
         let out = admin::run(
             &config,
-            AdminCommand::CreateOrg {
-                slug: org.clone(),
-                admin_email: "admin@example.com".into(),
-                name: None,
-            },
+            AdminCommand::CreateOrg { slug: org.clone(), admin_email: "admin@example.com".into(), name: None },
         )
         .await
         .expect("create org");
@@ -147,11 +129,7 @@ impl TestApp {
     pub async fn key_with_role(&self, email: &str, role: &str) -> String {
         let out = admin::run(
             &self.config,
-            AdminCommand::CreateKey {
-                org: self.org.clone(),
-                email: email.into(),
-                role: role.into(),
-            },
+            AdminCommand::CreateKey { org: self.org.clone(), email: email.into(), role: role.into() },
         )
         .await
         .expect("create key");
@@ -163,11 +141,7 @@ impl TestApp {
         let slug = format!("other-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let out = admin::run(
             &self.config,
-            AdminCommand::CreateOrg {
-                slug: slug.clone(),
-                admin_email: "b@example.com".into(),
-                name: None,
-            },
+            AdminCommand::CreateOrg { slug: slug.clone(), admin_email: "b@example.com".into(), name: None },
         )
         .await
         .expect("create org");
@@ -184,13 +158,7 @@ impl TestApp {
     }
 
     pub async fn get_as(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request");
+        let resp = self.http.get(self.url(path)).bearer_auth(key).send().await.expect("request");
         into_json(resp, path != "/readyz").await
     }
 
@@ -208,28 +176,20 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.post_as(&self.api_key, path, serde_json::to_vec(body).unwrap())
-            .await
+        self.post_as(&self.api_key, path, serde_json::to_vec(body).unwrap()).await
     }
 
     /// Creates a session; its JSON.
     pub async fn create_session(&self, body: Value) -> Value {
         let (status, v) = self.post(&format!("/{}/sessions", self.org), &body).await;
-        assert!(
-            status == StatusCode::CREATED || status == StatusCode::OK,
-            "create session: {status} {v}"
-        );
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "create session: {status} {v}");
         v
     }
 
     /// Posts raw bytes as an event batch for the session (our id or the agent's).
     pub async fn ingest(&self, session: &str, body: &[u8]) -> (StatusCode, Value) {
-        self.post_as(
-            &self.api_key,
-            &format!("/{}/observability/sessions/{session}/events", self.org),
-            body.to_vec(),
-        )
-        .await
+        self.post_as(&self.api_key, &format!("/{}/observability/sessions/{session}/events", self.org), body.to_vec())
+            .await
     }
 
     /// Waits (at most 30 s) until the job has ended; its final JSON.
@@ -241,10 +201,7 @@ impl TestApp {
             if job["status"] == "succeeded" || job["status"] == "failed" {
                 return job;
             }
-            assert!(
-                Instant::now() < deadline,
-                "job {job_id} did not finish: {job}"
-            );
+            assert!(Instant::now() < deadline, "job {job_id} did not finish: {job}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -253,9 +210,7 @@ impl TestApp {
     pub async fn ingest_and_wait(&self, session: &str, body: &[u8]) -> Value {
         let (status, accepted) = self.ingest(session, body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-        let job = self
-            .wait_for_job(accepted["job_id"].as_str().unwrap())
-            .await;
+        let job = self.wait_for_job(accepted["job_id"].as_str().unwrap()).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         accepted
     }
@@ -266,12 +221,8 @@ impl TestApp {
         let mut after: Option<i64> = None;
         loop {
             let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
-            let (status, page) = self
-                .get(&format!(
-                    "/{}/observability/sessions/{session}/events?limit=1000{q}",
-                    self.org
-                ))
-                .await;
+            let (status, page) =
+                self.get(&format!("/{}/observability/sessions/{session}/events?limit=1000{q}", self.org)).await;
             assert_eq!(status, StatusCode::OK, "{page}");
             out.extend(page["data"].as_array().unwrap().iter().cloned());
             match page["next_after"].as_i64() {
@@ -310,20 +261,11 @@ impl TestApp {
 /// Status and JSON body; with `problem`, asserts that an error status came as problem+json.
 async fn into_json(resp: reqwest::Response, problem: bool) -> (StatusCode, Value) {
     let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let text = resp.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| json!({ "_raw": text, "_content_type": ct }));
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "_raw": text, "_content_type": ct }));
     if problem && (status.is_client_error() || status.is_server_error()) {
-        assert_eq!(
-            ct, "application/problem+json",
-            "errors are problem+json: {status} {text}"
-        );
+        assert_eq!(ct, "application/problem+json", "errors are problem+json: {status} {text}");
     }
     (status, body)
 }
@@ -339,29 +281,20 @@ impl Drop for TestApp {
         let prefix = self.config.queue_prefix.clone();
         // Best effort, on a thread of its own: Drop cannot await on the test's runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 if let Ok(pool) = crewkit_jobs::store::lazy_pool(&db_url, 1) {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
-                    )))
-                    .execute(&pool)
-                    .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")))
+                        .execute(&pool)
+                        .await;
                 }
                 if let Ok(client) = redis::Client::open(redis_url.as_str())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await.unwrap_or_default();
                     if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
                 }
             });

@@ -48,19 +48,9 @@ pub struct WorkerState {
 pub fn worker_name(kind: JobKind) -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
         .unwrap_or_else(|| "host".into());
-    format!(
-        "{}-{}-{}-{:08x}",
-        kind.name(),
-        host,
-        std::process::id(),
-        rand::random::<u32>()
-    )
+    format!("{}-{}-{}-{:08x}", kind.name(), host, std::process::id(), rand::random::<u32>())
 }
 
 /// Registers one apalis worker for a job kind: its queue, concurrency, prefetch and poller.
@@ -114,30 +104,15 @@ pub async fn run(
     kinds: &[JobKind],
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let kinds: Vec<JobKind> = if kinds.is_empty() {
-        JobKind::ALL.to_vec()
-    } else {
-        kinds.to_vec()
-    };
+    let kinds: Vec<JobKind> = if kinds.is_empty() { JobKind::ALL.to_vec() } else { kinds.to_vec() };
     let db = store::lazy_pool(&config.database_url, config.db_max_connections)?;
     store::migrate(&db).await?;
-    let queues = Queues::new(
-        &config.redis_url,
-        &config.queue_prefix,
-        config.redis_response_timeout,
-        config.worker_heartbeat,
-    )?;
+    let queues =
+        Queues::new(&config.redis_url, &config.queue_prefix, config.redis_response_timeout, config.worker_heartbeat)?;
     let grace = config.shutdown_timeout;
     let faults = Arc::new(Faults::parse(config.faults.as_deref()));
-    let state = WorkerState {
-        db,
-        queues,
-        config: Arc::new(config),
-        faults,
-    };
-    let scheduler = kinds
-        .contains(&JobKind::AnalyzeSession)
-        .then(|| tokio::spawn(schedule::run(state.clone())));
+    let state = WorkerState { db, queues, config: Arc::new(config), faults };
+    let scheduler = kinds.contains(&JobKind::AnalyzeSession).then(|| tokio::spawn(schedule::run(state.clone())));
     let monitor = monitor(state, &kinds);
     let ctx = monitor.context();
     let running = tokio::spawn(monitor.run());
@@ -152,10 +127,7 @@ pub async fn run(
     if let Some(res) = result {
         return Ok(res??);
     }
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: no new jobs, finishing in-flight ones"
-    );
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new jobs, finishing in-flight ones");
     let _ = ctx.shutdown();
     match tokio::time::timeout(grace + Duration::from_millis(500), &mut running).await {
         Ok(res) => Ok(res??),

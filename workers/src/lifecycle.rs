@@ -31,11 +31,7 @@ pub struct AttemptOf<'a> {
 }
 
 fn job_id(task_id: &QueueTaskId) -> Option<JobId> {
-    task_id
-        .to_string()
-        .parse::<ulid::Ulid>()
-        .ok()
-        .map(|u| JobId(uuid::Uuid::from_u128(u.0)))
+    task_id.to_string().parse::<ulid::Ulid>().ok().map(|u| JobId(uuid::Uuid::from_u128(u.0)))
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -63,48 +59,28 @@ where
         kind: of.kind.name(),
         session_id: of.session_id,
         request_id: of.request_id,
-        attempt: attempt as i32,
         max_attempts: max as i32,
     };
     // Without its record the job can still run; the record catches up on the next attempt.
     if let Err(e) = jobs::job_running(db, &start).await {
         tracing::warn!(parent: &span, error = %e, "could not record job start");
     }
-    let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone()))
-        .catch_unwind()
-        .await;
+    let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone())).catch_unwind().await;
     let _enter = span.enter();
     let (status, error, result) = match outcome {
         Ok(Ok(value)) => ("succeeded", None, Ok(value)),
-        Ok(Err(JobError::Permanent(msg))) => (
-            "failed",
-            Some(msg.clone()),
-            Err(AbortError::new(msg).into()),
-        ),
+        Ok(Err(JobError::Permanent(msg))) => ("failed", Some(msg.clone()), Err(AbortError::new(msg).into())),
         Ok(Err(JobError::Retryable(msg))) if attempt >= max => {
             let msg = format!("{msg} (gave up after {attempt} attempts)");
-            (
-                "failed",
-                Some(msg.clone()),
-                Err(AbortError::new(msg).into()),
-            )
+            ("failed", Some(msg.clone()), Err(AbortError::new(msg).into()))
         }
-        Ok(Err(JobError::Retryable(msg))) => {
-            ("queued", Some(msg.clone()), Err(BoxDynError::from(msg)))
-        }
+        Ok(Err(JobError::Retryable(msg))) => ("queued", Some(msg.clone()), Err(BoxDynError::from(msg))),
         Err(panic) => {
             let msg = format!("job panicked: {}", panic_message(&*panic));
-            (
-                "failed",
-                Some(msg.clone()),
-                Err(AbortError::new(msg).into()),
-            )
+            ("failed", Some(msg.clone()), Err(AbortError::new(msg).into()))
         }
     };
-    let value = result
-        .as_ref()
-        .ok()
-        .and_then(|v| serde_json::to_value(v).ok());
+    let value = result.as_ref().ok().and_then(|v| serde_json::to_value(v).ok());
     match status {
         "succeeded" => tracing::info!("job succeeded"),
         "queued" => tracing::warn!(error = error.as_deref(), "job attempt failed; will retry"),

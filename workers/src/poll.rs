@@ -18,10 +18,7 @@ pub struct RearmingInterval {
 
 impl RearmingInterval {
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            sleep: Box::pin(tokio::time::sleep(interval)),
-        }
+        Self { interval, sleep: Box::pin(tokio::time::sleep(interval)) }
     }
 }
 
@@ -29,9 +26,7 @@ impl PollStrategy for RearmingInterval {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _snapshot: &PollSnapshot) -> Poll<Option<()>> {
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                self.sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + self.interval);
+                self.sleep.as_mut().reset(tokio::time::Instant::now() + self.interval);
                 // Register the waker on the new deadline right away.
                 let _ = self.sleep.as_mut().poll(cx);
                 Poll::Ready(Some(()))

@@ -23,14 +23,7 @@ fn attempt_of<'a>(
     session: SessionId,
     request_id: Option<&'a str>,
 ) -> AttemptOf<'a> {
-    AttemptOf {
-        kind,
-        task_id,
-        attempt: attempt.current(),
-        org_id: org,
-        session_id: Some(session),
-        request_id,
-    }
+    AttemptOf { kind, task_id, attempt: attempt.current(), org_id: org, session_id: Some(session), request_id }
 }
 
 /// The job's work, after any injected fault (tests only).
@@ -50,41 +43,31 @@ pub async fn persist_events_task(
     attempt: Attempt,
 ) -> Result<PersistOutcome, BoxDynError> {
     let kind = JobKind::PersistEvents;
-    let of = attempt_of(
-        kind,
-        &task_id,
-        &attempt,
-        job.org_id,
-        job.session_id,
-        job.request_id.as_deref(),
-    );
-    let outcome = tracked(
-        &state.db,
-        of,
-        faulted(&state, kind, persist_events::run(&state.db, &job)),
-    )
-    .await?;
+    let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
+    let outcome = tracked(&state.db, of, faulted(&state, kind, persist_events::run(&state.db, &job))).await;
     let (org, session) = (job.org_id, job.session_id);
+    // Done unless it will be retried: an error that is not an AbortError goes back to the queue.
+    let final_attempt = match &outcome {
+        Ok(_) => true,
+        Err(e) => e.downcast_ref::<apalis::prelude::AbortError>().is_some(),
+    };
+    if final_attempt {
+        state.queues.ingest_done(session).await;
+    }
+    let outcome = outcome?;
     for event_id in &outcome.pre_compacts {
         // A PreCompact hook: the agent is about to compact its context, so do ours.
         let request_id = format!("pre_compact:{event_id}");
-        if let Err(e) = service::request_compaction(
-            &state.db,
-            &state.queues,
-            org,
-            session,
-            &request_id,
-            "pre_compact",
-        )
-        .await
+        if let Err(e) =
+            service::request_compaction(&state.db, &state.queues, org, session, &request_id, "pre_compact").await
         {
             tracing::warn!(error = %e, "could not queue the compaction a PreCompact event asks for");
         }
     }
-    if outcome.late {
-        if let Err(e) = service::request_reanalysis(&state.db, &state.queues, org, session).await {
-            tracing::warn!(error = %e, "could not queue re-analysis after late events");
-        }
+    if outcome.late
+        && let Err(e) = service::request_reanalysis(&state.db, &state.queues, org, session).await
+    {
+        tracing::warn!(error = %e, "could not queue re-analysis after late events");
     }
     if outcome.inserted > 0 {
         index_session::request(&state.queues, org, session, job.request_id.clone()).await;
@@ -99,28 +82,32 @@ pub async fn analyze_session_task(
     attempt: Attempt,
 ) -> Result<Value, BoxDynError> {
     let kind = JobKind::AnalyzeSession;
-    let of = attempt_of(
-        kind,
-        &task_id,
-        &attempt,
-        job.org_id,
-        job.session_id,
-        job.request_id.as_deref(),
-    );
-    let result = tracked(
-        &state.db,
-        of,
-        faulted(&state, kind, analyze_session::run(&state.db, &job)),
-    )
-    .await?;
-    index_session::request(
-        &state.queues,
-        job.org_id,
-        job.session_id,
-        job.request_id.clone(),
-    )
-    .await;
+    let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
+    let work = async {
+        wait_for_ingestion(&state, job.session_id).await;
+        analyze_session::run(&state.db, &job).await
+    };
+    let result = tracked(&state.db, of, faulted(&state, kind, work)).await?;
+    index_session::request(&state.queues, job.org_id, job.session_id, job.request_id.clone()).await;
     Ok(result)
+}
+
+/// Waits (at most 10 s) until every ingestion job accepted for the session so far is persisted,
+/// so an analysis queued by `end` sees all the events sent before it.
+async fn wait_for_ingestion(state: &WorkerState, session: SessionId) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match state.queues.ingest_pending(session).await {
+            Ok(n) if n > 0 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(n) if n > 0 => {
+                tracing::warn!(pending = n, "analysing before every accepted batch was persisted");
+                return;
+            }
+            _ => return,
+        }
+    }
 }
 
 pub async fn compact_session_task(
@@ -130,20 +117,8 @@ pub async fn compact_session_task(
     attempt: Attempt,
 ) -> Result<Value, BoxDynError> {
     let kind = JobKind::CompactSession;
-    let of = attempt_of(
-        kind,
-        &task_id,
-        &attempt,
-        job.org_id,
-        job.session_id,
-        job.request_id.as_deref(),
-    );
-    let result = tracked(
-        &state.db,
-        of,
-        faulted(&state, kind, compact_session::run(&state.db, &job)),
-    )
-    .await;
+    let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
+    let result = tracked(&state.db, of, faulted(&state, kind, compact_session::run(&state.db, &job))).await;
     if result.is_err() {
         // The record follows its job: failed once the job has no attempts left.
         let _ = sqlx::query(
@@ -164,22 +139,6 @@ pub async fn index_session_task(
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let kind = JobKind::IndexSession;
-    let of = attempt_of(
-        kind,
-        &task_id,
-        &attempt,
-        job.org_id,
-        job.session_id,
-        job.request_id.as_deref(),
-    );
-    tracked(
-        &state.db,
-        of,
-        faulted(
-            &state,
-            kind,
-            index_session::run(&state.db, &state.queues, &job),
-        ),
-    )
-    .await
+    let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
+    tracked(&state.db, of, faulted(&state, kind, index_session::run(&state.db, &state.queues, &job))).await
 }

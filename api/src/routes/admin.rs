@@ -89,9 +89,7 @@ pub enum RevokeResponse {
 fn valid_email(e: &str) -> bool {
     let e = e.trim();
     e.len() <= 320
-        && e.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty() && d.contains('.') && !e.contains(char::is_whitespace)
-        })
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.contains(char::is_whitespace))
 }
 
 #[OpenApi(tag = "ApiTags::Admin")]
@@ -111,19 +109,13 @@ impl AdminApi {
         let p = auth.require_role(&org_id, Role::Admin)?;
         let b = body.0;
         if !valid_email(&b.email) {
-            return Err(ApiError::invalid(
-                "email",
-                "invalid_email",
-                "not an email address",
-            ));
+            return Err(ApiError::invalid("email", "invalid_email", "not an email address"));
         }
-        let role: Role = b.role.as_deref().unwrap_or("member").parse().map_err(
-            |e: crewkit_jobs::domain::role::RoleError| {
+        let role: Role =
+            b.role.as_deref().unwrap_or("member").parse().map_err(|e: crewkit_jobs::domain::role::RoleError| {
                 ApiError::invalid("role", "invalid_role", e.to_string())
-            },
-        )?;
-        let user =
-            orgs::create_user(&state.db, p.org_id, b.email.trim(), b.name.as_deref(), role).await?;
+            })?;
+        let user = orgs::create_user(&state.db, p.org_id, b.email.trim(), b.name.as_deref(), role).await?;
         Ok(CreateUserResponse::Created(Json(user.into())))
     }
 
@@ -140,20 +132,14 @@ impl AdminApi {
     ) -> Result<Json<UserList>, ApiError> {
         let p = auth.require_role(&org_id, Role::Admin)?;
         let users = orgs::list_users(&state.db, p.org_id).await?;
-        Ok(Json(UserList {
-            data: users.into_iter().map(User::from).collect(),
-        }))
+        Ok(Json(UserList { data: users.into_iter().map(User::from).collect() }))
     }
 
     /// Create API key
     ///
     /// Creates a key for a user of the organisation (default: the caller). The secret is in this
     /// response only. Admin only.
-    #[oai(
-        path = "/:org_id/api-keys",
-        method = "post",
-        operation_id = "create_api_key"
-    )]
+    #[oai(path = "/:org_id/api-keys", method = "post", operation_id = "create_api_key")]
     async fn create_key(
         &self,
         state: Data<&AppState>,
@@ -171,23 +157,15 @@ impl AdminApi {
         if !orgs::user_exists(&state.db, p.org_id, user).await? {
             return Err(ApiError::not_found("user"));
         }
-        let (id, secret) =
-            orgs::create_api_key(&state.db, p.org_id, user, b.name.as_deref()).await?;
+        let (id, secret) = orgs::create_api_key(&state.db, p.org_id, user, b.name.as_deref()).await?;
         let key = orgs::get_api_key(&state.db, p.org_id, id).await?;
-        Ok(CreateKeyResponse::Created(Json(CreatedApiKey {
-            key: key.into(),
-            api_key: secret.expose().to_string(),
-        })))
+        Ok(CreateKeyResponse::Created(Json(CreatedApiKey { key: key.into(), api_key: secret.expose().to_string() })))
     }
 
     /// List API keys
     ///
     /// The organisation's keys, without their secrets. Admin only.
-    #[oai(
-        path = "/:org_id/api-keys",
-        method = "get",
-        operation_id = "list_api_keys"
-    )]
+    #[oai(path = "/:org_id/api-keys", method = "get", operation_id = "list_api_keys")]
     async fn list_keys(
         &self,
         state: Data<&AppState>,
@@ -197,9 +175,7 @@ impl AdminApi {
     ) -> Result<Json<ApiKeyList>, ApiError> {
         let p = auth.require_role(&org_id, Role::Admin)?;
         let keys = orgs::list_api_keys(&state.db, p.org_id).await?;
-        Ok(Json(ApiKeyList {
-            data: keys.into_iter().map(ApiKeyInfo::from).collect(),
-        }))
+        Ok(Json(ApiKeyList { data: keys.into_iter().map(ApiKeyInfo::from).collect() }))
     }
 
     /// Revoke API key
@@ -207,11 +183,7 @@ impl AdminApi {
     /// Revokes a key. Every API process refuses it at once (the revocation is broadcast through
     /// Redis; a process that missed the broadcast refuses it when its cache entry expires).
     /// Admin only.
-    #[oai(
-        path = "/:org_id/api-keys/:id",
-        method = "delete",
-        operation_id = "revoke_api_key"
-    )]
+    #[oai(path = "/:org_id/api-keys/:id", method = "delete", operation_id = "revoke_api_key")]
     async fn revoke_key(
         &self,
         state: Data<&AppState>,

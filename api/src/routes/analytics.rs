@@ -25,11 +25,7 @@ fn bound(field: &str, s: &str) -> Result<Bound, ApiError> {
         return Ok(Bound::Date(d));
     }
     parse_timestamp(s).map(Bound::Instant).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            "invalid_date",
-            format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 date-time"),
-        )
+        ApiError::invalid(field, "invalid_date", format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 date-time"))
     })
 }
 
@@ -43,35 +39,19 @@ struct Window {
 }
 
 async fn scope(state: &AppState, p: &Principal, w: Window) -> Result<Scope, ApiError> {
-    let start = w
-        .start_date
-        .as_deref()
-        .map(|s| bound("start_date", s))
-        .transpose()?;
-    let end = w
-        .end_date
-        .as_deref()
-        .map(|s| bound("end_date", s))
-        .transpose()?;
-    let (start, end) = an::resolve_window(&state.db, &w.tz, start, end)
-        .await
-        .map_err(|e| match e {
-            WindowError::TimeZone(_) => ApiError::invalid("tz", "invalid_time_zone", e.to_string()),
-            WindowError::Empty | WindowError::TooLong(_) => {
-                ApiError::invalid("end_date", "invalid_window", e.to_string())
-            }
-            WindowError::Store(s) => s.into(),
-        })?;
+    let start = w.start_date.as_deref().map(|s| bound("start_date", s)).transpose()?;
+    let end = w.end_date.as_deref().map(|s| bound("end_date", s)).transpose()?;
+    let (start, end) = an::resolve_window(&state.db, &w.tz, start, end).await.map_err(|e| match e {
+        WindowError::TimeZone(_) => ApiError::invalid("tz", "invalid_time_zone", e.to_string()),
+        WindowError::Empty | WindowError::TooLong(_) => ApiError::invalid("end_date", "invalid_window", e.to_string()),
+        WindowError::Store(s) => s.into(),
+    })?;
     Ok(Scope {
         org: p.org_id,
         start,
         end,
         tz: w.tz,
-        project_id: w
-            .project_id
-            .as_deref()
-            .map(|s| parse_id("project_id", s))
-            .transpose()?,
+        project_id: w.project_id.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
         agent_name: w.agent_name.filter(|a| !a.is_empty()),
     })
 }
@@ -92,11 +72,7 @@ pub struct Period {
 }
 
 fn period(s: &Scope) -> Period {
-    Period {
-        start: s.start.into(),
-        end: s.end.into(),
-        tz: s.tz.clone(),
-    }
+    Period { start: s.start.into(), end: s.end.into(), tz: s.tz.clone() }
 }
 
 /// Headline KPIs.
@@ -335,13 +311,7 @@ fn user_row(g: Group) -> UserRow {
 /// Declares the parameters every analytics operation takes, then the handler body.
 macro_rules! window {
     ($start:ident, $end:ident, $project:ident, $agent:ident, $tz:ident) => {
-        Window {
-            start_date: $start.0,
-            end_date: $end.0,
-            project_id: $project.0,
-            agent_name: $agent.0,
-            tz: $tz.0,
-        }
+        Window { start_date: $start.0, end_date: $end.0, project_id: $project.0, agent_name: $agent.0, tz: $tz.0 }
     };
 }
 
@@ -352,11 +322,7 @@ impl AnalyticsApi {
     /// Headline KPIs of the sessions started in the window: sessions (active, ended), cost,
     /// tokens by kind, mean and median duration, distinct users. Default window: the last 30
     /// days; at most 366 days.
-    #[oai(
-        path = "/:org_id/sessions/analytics/summary",
-        method = "get",
-        operation_id = "analytics_summary"
-    )]
+    #[oai(path = "/:org_id/sessions/analytics/summary", method = "get", operation_id = "analytics_summary")]
     #[allow(clippy::too_many_arguments)]
     async fn summary(
         &self,
@@ -377,12 +343,7 @@ impl AnalyticsApi {
         tz: Query<String>,
     ) -> Result<Json<Summary>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let r = an::summary(&state.db, &s).await?;
         let total = r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens;
         Ok(Json(Summary {
@@ -408,11 +369,7 @@ impl AnalyticsApi {
     /// A metric over time for charting: `interval` day or week (ISO weeks, starting Monday, in
     /// `tz`), `metric` sessions, cost or tokens. Every bucket of the window is present
     /// (zero-filled); a daylight-saving day is one bucket of 23 or 25 hours.
-    #[oai(
-        path = "/:org_id/sessions/analytics/timeseries",
-        method = "get",
-        operation_id = "analytics_timeseries"
-    )]
+    #[oai(path = "/:org_id/sessions/analytics/timeseries", method = "get", operation_id = "analytics_timeseries")]
     #[allow(clippy::too_many_arguments)]
     async fn timeseries(
         &self,
@@ -439,12 +396,7 @@ impl AnalyticsApi {
         metric: Query<MetricParam>,
     ) -> Result<Json<Timeseries>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let i = match interval.0 {
             IntervalParam::Day => an::Interval::Day,
             IntervalParam::Week => an::Interval::Week,
@@ -459,24 +411,14 @@ impl AnalyticsApi {
             period: period(&s),
             interval: interval.0,
             metric: metric.0,
-            buckets: buckets
-                .into_iter()
-                .map(|b| Bucket {
-                    start: b.start.into(),
-                    value: Money(b.value),
-                })
-                .collect(),
+            buckets: buckets.into_iter().map(|b| Bucket { start: b.start.into(), value: Money(b.value) }).collect(),
         }))
     }
 
     /// By agent
     ///
     /// Sessions, cost and tokens broken down by agent.
-    #[oai(
-        path = "/:org_id/sessions/analytics/by-agent",
-        method = "get",
-        operation_id = "analytics_by_agent"
-    )]
+    #[oai(path = "/:org_id/sessions/analytics/by-agent", method = "get", operation_id = "analytics_by_agent")]
     #[allow(clippy::too_many_arguments)]
     async fn by_agent(
         &self,
@@ -497,17 +439,9 @@ impl AnalyticsApi {
         tz: Query<String>,
     ) -> Result<Json<ByAgent>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let rows = an::breakdown(&state.db, &s, Dimension::Agent, None).await?;
-        Ok(Json(ByAgent {
-            period: period(&s),
-            data: rows.into_iter().map(agent_row).collect(),
-        }))
+        Ok(Json(ByAgent { period: period(&s), data: rows.into_iter().map(agent_row).collect() }))
     }
 
     /// Cost breakdown
@@ -539,12 +473,7 @@ impl AnalyticsApi {
         tz: Query<String>,
     ) -> Result<Json<CostBreakdown>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let total = an::summary(&state.db, &s).await?;
         let models = an::by_model(&state.db, &s).await?;
         let projects = an::breakdown(&state.db, &s, Dimension::Project, None).await?;
@@ -565,10 +494,7 @@ impl AnalyticsApi {
             by_project: projects
                 .into_iter()
                 .map(|g| ProjectRow {
-                    project_id: g
-                        .key
-                        .and_then(|k| k.parse().ok())
-                        .map(|u| crewkit_jobs::ids::ProjectId(u).to_string()),
+                    project_id: g.key.and_then(|k| k.parse().ok()).map(|u| crewkit_jobs::ids::ProjectId(u).to_string()),
                     name: g.label,
                     sessions: g.sessions,
                     cost_usd: Money(g.cost_usd),
@@ -581,11 +507,7 @@ impl AnalyticsApi {
     /// By user
     ///
     /// Per-user session metrics. Requires the admin or manager role (members get 403).
-    #[oai(
-        path = "/:org_id/sessions/analytics/by-user",
-        method = "get",
-        operation_id = "analytics_by_user"
-    )]
+    #[oai(path = "/:org_id/sessions/analytics/by-user", method = "get", operation_id = "analytics_by_user")]
     #[allow(clippy::too_many_arguments)]
     async fn by_user(
         &self,
@@ -606,28 +528,16 @@ impl AnalyticsApi {
         tz: Query<String>,
     ) -> Result<Json<ByUser>, ApiError> {
         let p = auth.require_role(&org_id, Role::Manager)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let rows = an::breakdown(&state.db, &s, Dimension::User, None).await?;
-        Ok(Json(ByUser {
-            period: period(&s),
-            data: rows.into_iter().map(user_row).collect(),
-        }))
+        Ok(Json(ByUser { period: period(&s), data: rows.into_iter().map(user_row).collect() }))
     }
 
     /// Team overview
     ///
     /// Aggregated team performance: active users, sessions and cost per user, failure rate, and
     /// the top agents and repositories by cost.
-    #[oai(
-        path = "/:org_id/sessions/analytics/team-overview",
-        method = "get",
-        operation_id = "analytics_team_overview"
-    )]
+    #[oai(path = "/:org_id/sessions/analytics/team-overview", method = "get", operation_id = "analytics_team_overview")]
     #[allow(clippy::too_many_arguments)]
     async fn team_overview(
         &self,
@@ -648,30 +558,17 @@ impl AnalyticsApi {
         tz: Query<String>,
     ) -> Result<Json<TeamOverview>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let s = scope(
-            &state,
-            p,
-            window!(start_date, end_date, project_id, agent_name, tz),
-        )
-        .await?;
+        let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         let sum = an::summary(&state.db, &s).await?;
         let agents = an::breakdown(&state.db, &s, Dimension::Agent, Some(5)).await?;
         let repos = an::breakdown(&state.db, &s, Dimension::Repository, Some(5)).await?;
         let users = sum.distinct_users;
-        let per_user = if users > 0 {
-            (sum.total_cost_usd / Decimal::from(users)).round_dp(6)
-        } else {
-            Decimal::ZERO
-        };
+        let per_user = if users > 0 { (sum.total_cost_usd / Decimal::from(users)).round_dp(6) } else { Decimal::ZERO };
         Ok(Json(TeamOverview {
             period: period(&s),
             active_users: users,
             total_sessions: sum.total_sessions,
-            sessions_per_user: if users > 0 {
-                sum.total_sessions as f64 / users as f64
-            } else {
-                0.0
-            },
+            sessions_per_user: if users > 0 { sum.total_sessions as f64 / users as f64 } else { 0.0 },
             total_cost_usd: Money(sum.total_cost_usd),
             cost_per_user: Money(per_user),
             failure_rate: if sum.total_sessions > 0 {
@@ -682,11 +579,7 @@ impl AnalyticsApi {
             top_agents: agents.into_iter().map(agent_row).collect(),
             top_repositories: repos
                 .into_iter()
-                .map(|g| RepoRow {
-                    repo: g.label,
-                    sessions: g.sessions,
-                    cost_usd: Money(g.cost_usd),
-                })
+                .map(|g| RepoRow { repo: g.label, sessions: g.sessions, cost_usd: Money(g.cost_usd) })
                 .collect(),
         }))
     }

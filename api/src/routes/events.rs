@@ -21,7 +21,6 @@ use crate::state::AppState;
 use crewkit_jobs::domain::ingest::validate_batch;
 use crewkit_jobs::ids::{OrgId, SessionId};
 use crewkit_jobs::persist_events::PersistEvents;
-use crewkit_jobs::queue::JobKind;
 use crewkit_jobs::store::StoreError;
 use crewkit_jobs::store::events as event_store;
 use crewkit_jobs::store::sessions::{self, SessionRef};
@@ -117,11 +116,7 @@ impl EventsApi {
     /// events or 5 MiB: 413 and nothing is queued. Events are deduplicated by `id` (or content),
     /// so resending a batch is safe. Lone UTF-16 surrogates and NUL characters are replaced by
     /// U+FFFD rather than refused.
-    #[oai(
-        path = "/:org_id/observability/sessions/:session_id/events",
-        method = "post",
-        operation_id = "ingest_events"
-    )]
+    #[oai(path = "/:org_id/observability/sessions/:session_id/events", method = "post", operation_id = "ingest_events")]
     async fn ingest(
         &self,
         state: Data<&AppState>,
@@ -140,11 +135,7 @@ impl EventsApi {
         let rejected: Vec<RejectedEvent> = batch
             .rejected
             .into_iter()
-            .map(|r| RejectedEvent {
-                index: r.index as u32,
-                code: r.code.to_string(),
-                message: r.message,
-            })
+            .map(|r| RejectedEvent { index: r.index as u32, code: r.code.to_string(), message: r.message })
             .collect();
         if batch.accepted.is_empty() {
             let errors = rejected
@@ -164,31 +155,18 @@ impl EventsApi {
         }
         let accepted = batch.accepted.len() as u32;
         let request_id = super::request_id(req);
-        let job = PersistEvents {
-            org_id: p.org_id,
-            session_id: session,
-            received_at,
-            request_id,
-            events: batch.accepted,
-        };
-        let job_id = state.queues.push(JobKind::PersistEvents, &job).await?;
+        let job =
+            PersistEvents { org_id: p.org_id, session_id: session, received_at, request_id, events: batch.accepted };
+        let job_id = state.queues.push_ingest(&job).await?;
         tracing::debug!(%job_id, accepted, rejected = rejected.len(), "batch queued");
-        Ok(IngestResponse::Accepted(Json(IngestAccepted {
-            accepted,
-            rejected,
-            job_id: job_id.to_string(),
-        })))
+        Ok(IngestResponse::Accepted(Json(IngestAccepted { accepted, rejected, job_id: job_id.to_string() })))
     }
 
     /// List events
     ///
     /// A session's stored events in timeline order (timestamp, then arrival; events with a
     /// far-future timestamp are placed by their arrival). Page with `after`.
-    #[oai(
-        path = "/:org_id/observability/sessions/:session_id/events",
-        method = "get",
-        operation_id = "list_events"
-    )]
+    #[oai(path = "/:org_id/observability/sessions/:session_id/events", method = "get", operation_id = "list_events")]
     async fn list(
         &self,
         state: Data<&AppState>,
@@ -200,32 +178,24 @@ impl EventsApi {
         /// The `seq` of the last event already read.
         after: Query<Option<i64>>,
         /// Events per page, 1 to 1000.
-        #[oai(
-            default = "default_limit",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<u32>,
     ) -> Result<Json<EventPage>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let session = resolve(&state, p.org_id, &session_id).await?;
         // One more than asked tells whether another page exists.
-        let mut rows = event_store::list_events(&state.db, p.org_id, session, after.0, limit.0 + 1)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => ApiError::invalid(
-                    "after",
-                    "invalid_parameter",
-                    "no event of this session has this seq",
-                ),
+        let mut rows = event_store::list_events(&state.db, p.org_id, session, after.0, limit.0 + 1).await.map_err(
+            |e| match e {
+                StoreError::NotFound(_) => {
+                    ApiError::invalid("after", "invalid_parameter", "no event of this session has this seq")
+                }
                 other => other.into(),
-            })?;
+            },
+        )?;
         let more = rows.len() > limit.0 as usize;
         rows.truncate(limit.0 as usize);
         let next_after = more.then(|| rows.last().map(|r| r.seq)).flatten();
-        Ok(Json(EventPage {
-            data: rows.into_iter().map(Event::from).collect(),
-            next_after,
-        }))
+        Ok(Json(EventPage { data: rows.into_iter().map(Event::from).collect(), next_after }))
     }
 }
 

@@ -35,10 +35,7 @@ impl HealthApi {
     /// 200 while the process runs; checks nothing else.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> Json<Health> {
-        Json(Health {
-            status: "ok".into(),
-            checks: Default::default(),
-        })
+        Json(Health { status: "ok".into(), checks: Default::default() })
     }
 
     /// Readiness
@@ -48,27 +45,13 @@ impl HealthApi {
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
         let mut checks = std::collections::BTreeMap::new();
         let pg = sqlx::query("SELECT 1").execute(&state.db).await;
-        checks.insert(
-            "postgres".to_string(),
-            pg.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
-        );
+        checks.insert("postgres".to_string(), pg.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()));
         let redis = state.queues.ping().await;
-        checks.insert(
-            "redis".to_string(),
-            redis
-                .as_ref()
-                .map_or_else(|e| e.to_string(), |_| "ok".into()),
-        );
+        checks.insert("redis".to_string(), redis.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()));
         if pg.is_ok() && redis.is_ok() {
-            ReadyResponse::Ready(Json(Health {
-                status: "ok".into(),
-                checks,
-            }))
+            ReadyResponse::Ready(Json(Health { status: "ok".into(), checks }))
         } else {
-            ReadyResponse::NotReady(Json(Health {
-                status: "unavailable".into(),
-                checks,
-            }))
+            ReadyResponse::NotReady(Json(Health { status: "unavailable".into(), checks }))
         }
     }
 }

@@ -47,8 +47,8 @@ async fn from_queue(state: &AppState, org: OrgId, id: JobId) -> Result<Option<Jo
             "Killed" => JobStatus::Failed,
             _ => JobStatus::Queued,
         };
-        let created_at = DateTime::<Utc>::from_timestamp_millis(id.ulid().timestamp_ms() as i64)
-            .unwrap_or_else(Utc::now);
+        let created_at =
+            DateTime::<Utc>::from_timestamp_millis(id.ulid().timestamp_ms() as i64).unwrap_or_else(Utc::now);
         return Ok(Some(Job {
             id: id.to_string(),
             kind: kind.name().to_string(),
@@ -87,21 +87,14 @@ impl JobsApi {
         if let Some(row) = job_store::get_job(&state.db, p.org_id, id).await? {
             return Ok(Json(row.into()));
         }
-        from_queue(&state, p.org_id, id)
-            .await?
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found("job"))
+        from_queue(&state, p.org_id, id).await?.map(Json).ok_or_else(|| ApiError::not_found("job"))
     }
 
     /// Retry job
     ///
     /// Re-runs a failed job under the same id, its attempts reset. Admin only. A job that has not
     /// failed is 409.
-    #[oai(
-        path = "/:org_id/jobs/:id/retry",
-        method = "post",
-        operation_id = "retry_job"
-    )]
+    #[oai(path = "/:org_id/jobs/:id/retry", method = "post", operation_id = "retry_job")]
     async fn retry(
         &self,
         state: Data<&AppState>,
@@ -113,20 +106,14 @@ impl JobsApi {
     ) -> Result<RetryResponse, ApiError> {
         let p = auth.require_role(&org_id, Role::Admin)?;
         let id: JobId = parse_id("id", &id)?;
-        service::retry_job(&state.db, &state.queues, p.org_id, id)
-            .await
-            .map_err(|e| match e {
-                RetryError::NotFailed(_) | RetryError::Gone => ApiError::new(
-                    poem::http::StatusCode::CONFLICT,
-                    "not_retryable",
-                    e.to_string(),
-                ),
-                RetryError::Store(s) => s.into(),
-                RetryError::Queue(q) => q.into(),
-            })?;
-        let job = job_store::get_job(&state.db, p.org_id, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("job"))?;
+        service::retry_job(&state.db, &state.queues, p.org_id, id).await.map_err(|e| match e {
+            RetryError::NotFailed(_) | RetryError::Gone => {
+                ApiError::new(poem::http::StatusCode::CONFLICT, "not_retryable", e.to_string())
+            }
+            RetryError::Store(s) => s.into(),
+            RetryError::Queue(q) => q.into(),
+        })?;
+        let job = job_store::get_job(&state.db, p.org_id, id).await?.ok_or_else(|| ApiError::not_found("job"))?;
         Ok(RetryResponse::Accepted(Json(job.into())))
     }
 }

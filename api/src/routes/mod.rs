@@ -45,24 +45,16 @@ pub fn parse_id<T: FromStr<Err = IdError>>(field: &str, s: &str) -> Result<T, Ap
 pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     parse_timestamp(s)
         .or_else(|| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
-                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
         })
         .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                "invalid_timestamp",
-                format!("{s:?} is not an RFC 3339 date-time or a date"),
-            )
+            ApiError::invalid(field, "invalid_timestamp", format!("{s:?} is not an RFC 3339 date-time or a date"))
         })
 }
 
 /// The request id (from `X-Request-Id` or generated), carried into the jobs a request queues.
 pub fn request_id(req: &poem::Request) -> Option<String> {
-    req.extensions()
-        .get::<poem::middleware::ReqId>()
-        .map(|r| r.to_string())
+    req.extensions().get::<poem::middleware::ReqId>().map(|r| r.to_string())
 }
 
 pub fn default_page() -> u32 {

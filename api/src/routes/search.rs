@@ -65,11 +65,7 @@ impl SearchApi {
     /// Full-text search across session summaries, titles, prompts, files, repository and
     /// metadata, typo-tolerant, with the list's filters. Sessions are searchable once indexed
     /// (a few seconds after a change). Never returns another organisation's sessions.
-    #[oai(
-        path = "/:org_id/sessions/search",
-        method = "get",
-        operation_id = "search_sessions"
-    )]
+    #[oai(path = "/:org_id/sessions/search", method = "get", operation_id = "search_sessions")]
     #[allow(clippy::too_many_arguments)]
     async fn search(
         &self,
@@ -84,10 +80,7 @@ impl SearchApi {
         #[oai(default = "super::default_page", validator(minimum(value = "1")))]
         page: Query<u32>,
         /// Items per page, 1 to 100.
-        #[oai(
-            default = "super::default_per_page",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
+        #[oai(default = "super::default_per_page", validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<u32>,
         /// Only sessions of this project (`proj_…`).
         project_id: Query<Option<String>>,
@@ -108,36 +101,19 @@ impl SearchApi {
         let p = auth.for_org(&org_id)?;
         let q = q.0.trim().to_string();
         if q.is_empty() {
-            return Err(ApiError::invalid(
-                "q",
-                "invalid_parameter",
-                "must not be blank",
-            ));
+            return Err(ApiError::invalid("q", "invalid_parameter", "must not be blank"));
         }
         let filter = SessionFilter {
-            project_id: project_id
-                .0
-                .as_deref()
-                .map(|s| parse_id("project_id", s))
-                .transpose()?,
+            project_id: project_id.0.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
             repo_slug: repo.0.filter(|s| !s.is_empty()),
             agent_name: agent_name.0.filter(|s| !s.is_empty()),
             user_id: current_user_only.0.then_some(p.user_id),
             status: status.0.map(|s| s.as_str().to_string()),
             agent_session_id: None,
-            started_after: started_after
-                .0
-                .as_deref()
-                .map(|s| parse_time("started_after", s))
-                .transpose()?,
-            started_before: started_before
-                .0
-                .as_deref()
-                .map(|s| parse_time("started_before", s))
-                .transpose()?,
+            started_after: started_after.0.as_deref().map(|s| parse_time("started_after", s)).transpose()?,
+            started_before: started_before.0.as_deref().map(|s| parse_time("started_before", s)).transpose()?,
         };
-        let (hits, total) =
-            search::search(&state.db, p.org_id, &q, &filter, page.0, per_page.0).await?;
+        let (hits, total) = search::search(&state.db, p.org_id, &q, &filter, page.0, per_page.0).await?;
         let ids: Vec<_> = hits.iter().map(|h| h.session_id).collect();
         let rows = sessions::sessions_by_ids(&state.db, p.org_id, &ids).await?;
         let data = rows

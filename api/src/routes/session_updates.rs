@@ -175,17 +175,11 @@ pub struct CompactionList {
     pub data: Vec<Compaction>,
 }
 
-pub(super) fn text_field(
-    field: &str,
-    v: Option<String>,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
+pub(super) fn text_field(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
     match v {
-        Some(s) if s.chars().count() > max => Err(ApiError::invalid(
-            field,
-            "too_long",
-            format!("at most {max} characters"),
-        )),
+        Some(s) if s.chars().count() > max => {
+            Err(ApiError::invalid(field, "too_long", format!("at most {max} characters")))
+        }
         other => Ok(other),
     }
 }
@@ -195,10 +189,7 @@ async fn job_of(
     org: crewkit_jobs::ids::OrgId,
     id: crewkit_jobs::ids::JobId,
 ) -> Result<Job, ApiError> {
-    job_store::get_job(&state.db, org, id)
-        .await?
-        .map(Job::from)
-        .ok_or_else(|| ApiError::not_found("job"))
+    job_store::get_job(&state.db, org, id).await?.map(Job::from).ok_or_else(|| ApiError::not_found("job"))
 }
 
 #[OpenApi(tag = "ApiTags::Sessions")]
@@ -207,11 +198,7 @@ impl SessionUpdatesApi {
     ///
     /// Marks the session as ended (with its summary and final metrics) and queues its analysis;
     /// returns the session and the job. Ending an ended session is 409.
-    #[oai(
-        path = "/:org_id/sessions/:id/end",
-        method = "post",
-        operation_id = "end_session"
-    )]
+    #[oai(path = "/:org_id/sessions/:id/end", method = "post", operation_id = "end_session")]
     async fn end(
         &self,
         state: Data<&AppState>,
@@ -228,42 +215,26 @@ impl SessionUpdatesApi {
         let b = body.0;
         let end = EndSession {
             summary: text_field("summary", b.summary, 65_536)?,
-            end_reason: text_field("end_reason", b.end_reason, 64)?
-                .unwrap_or_else(|| "client".into()),
+            end_reason: text_field("end_reason", b.end_reason, 64)?.unwrap_or_else(|| "client".into()),
             metrics: b.model_metrics.as_ref().map(MetricsSnapshot::from),
-            ended_at: b
-                .ended_at
-                .as_deref()
-                .map(|t| parse_time("ended_at", t))
-                .transpose()?,
+            ended_at: b.ended_at.as_deref().map(|t| parse_time("ended_at", t)).transpose()?,
             request_id: request_id(req),
         };
-        let job_id = service::end_session(&state.db, &state.queues, p.org_id, id, &end)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => ApiError::new(
-                    poem::http::StatusCode::CONFLICT,
-                    "already_ended",
-                    "the session has ended already",
-                ),
-                other => other.into(),
-            })?;
+        let job_id = service::end_session(&state.db, &state.queues, p.org_id, id, &end).await.map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ApiError::new(poem::http::StatusCode::CONFLICT, "already_ended", "the session has ended already")
+            }
+            other => other.into(),
+        })?;
         let session = sessions::get_session(&state.db, p.org_id, id).await?.into();
-        Ok(EndResponse::Accepted(Json(EndedSession {
-            session,
-            job: job_of(&state, p.org_id, job_id).await?,
-        })))
+        Ok(EndResponse::Accepted(Json(EndedSession { session, job: job_of(&state, p.org_id, job_id).await? })))
     }
 
     /// Compact
     ///
     /// Triggers context compaction for the session: a digest of the conversation so far is made
     /// by a `compact_session` job. Idempotent on `request_id` (or the `Idempotency-Key` header).
-    #[oai(
-        path = "/:org_id/sessions/:id/compact",
-        method = "post",
-        operation_id = "compact_session"
-    )]
+    #[oai(path = "/:org_id/sessions/:id/compact", method = "post", operation_id = "compact_session")]
     async fn compact(
         &self,
         state: Data<&AppState>,
@@ -280,15 +251,8 @@ impl SessionUpdatesApi {
         let request_id = text_field("request_id", body.0.request_id, 256)?
             .or_else(|| req.header("idempotency-key").map(str::to_owned))
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let (row, job_id, _) = service::request_compaction(
-            &state.db,
-            &state.queues,
-            p.org_id,
-            id,
-            &request_id,
-            "manual",
-        )
-        .await?;
+        let (row, job_id, _) =
+            service::request_compaction(&state.db, &state.queues, p.org_id, id, &request_id, "manual").await?;
         Ok(CompactResponse::Accepted(Json(CompactionAccepted {
             compaction: row.into(),
             job: job_of(&state, p.org_id, job_id).await?,
@@ -298,11 +262,7 @@ impl SessionUpdatesApi {
     /// List compactions
     ///
     /// The session's compactions, newest first.
-    #[oai(
-        path = "/:org_id/sessions/:id/compactions",
-        method = "get",
-        operation_id = "list_compactions"
-    )]
+    #[oai(path = "/:org_id/sessions/:id/compactions", method = "get", operation_id = "list_compactions")]
     async fn compactions(
         &self,
         state: Data<&AppState>,
@@ -316,8 +276,6 @@ impl SessionUpdatesApi {
         let id: SessionId = parse_id("id", &id)?;
         sessions::resolve_session(&state.db, p.org_id, &sessions::SessionRef::Id(id)).await?;
         let rows = compactions::list(&state.db, p.org_id, id).await?;
-        Ok(Json(CompactionList {
-            data: rows.into_iter().map(Compaction::from).collect(),
-        }))
+        Ok(Json(CompactionList { data: rows.into_iter().map(Compaction::from).collect() }))
     }
 }

@@ -126,11 +126,9 @@ pub struct Hierarchy {
 fn opt_trimmed(field: &str, v: &Option<String>, max: usize) -> Result<Option<String>, ApiError> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) if s.chars().count() > max => Err(ApiError::invalid(
-            field,
-            "too_long",
-            format!("at most {max} characters"),
-        )),
+        Some(s) if s.chars().count() > max => {
+            Err(ApiError::invalid(field, "too_long", format!("at most {max} characters")))
+        }
         Some(s) => Ok(Some(s.to_string())),
     }
 }
@@ -141,40 +139,24 @@ impl CreateSession {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(v @ Value::Object(_)) => v,
             Some(_) => {
-                return Err(ApiError::invalid(
-                    "metadata",
-                    "invalid_field",
-                    "must be a JSON object",
-                ));
+                return Err(ApiError::invalid("metadata", "invalid_field", "must be a JSON object"));
             }
         };
         Ok(NewSession {
-            agent_name: opt_trimmed("agent_name", &self.agent_name, 64)?
-                .unwrap_or_else(|| "claude-code".into()),
+            agent_name: opt_trimmed("agent_name", &self.agent_name, 64)?.unwrap_or_else(|| "claude-code".into()),
             agent_session_id: opt_trimmed("agent_session_id", &self.agent_session_id, 256)?,
             component: opt_trimmed("component", &self.component, 256)?,
             title: opt_trimmed("title", &self.title, 1024)?,
             remote_url: match opt_trimmed("remote_url", &self.remote_url, 2048)? {
                 None => None,
-                Some(u) => Some(RemoteUrl::parse(&u).map_err(|e| {
-                    ApiError::invalid("remote_url", "invalid_remote_url", e.to_string())
-                })?),
+                Some(u) => Some(
+                    RemoteUrl::parse(&u)
+                        .map_err(|e| ApiError::invalid("remote_url", "invalid_remote_url", e.to_string()))?,
+                ),
             },
-            repository_id: self
-                .repository_id
-                .as_deref()
-                .map(|s| parse_id::<RepoId>("repository_id", s))
-                .transpose()?,
-            project_id: self
-                .project_id
-                .as_deref()
-                .map(|s| parse_id::<ProjectId>("project_id", s))
-                .transpose()?,
-            run_id: self
-                .run_id
-                .as_deref()
-                .map(|s| parse_id::<RunId>("run_id", s))
-                .transpose()?,
+            repository_id: self.repository_id.as_deref().map(|s| parse_id::<RepoId>("repository_id", s)).transpose()?,
+            project_id: self.project_id.as_deref().map(|s| parse_id::<ProjectId>("project_id", s)).transpose()?,
+            run_id: self.run_id.as_deref().map(|s| parse_id::<RunId>("run_id", s)).transpose()?,
             parent_session_id: self
                 .parent_session_id
                 .as_deref()
@@ -185,11 +167,7 @@ impl CreateSession {
                 .as_deref()
                 .map(|s| {
                     parse_timestamp(s).ok_or_else(|| {
-                        ApiError::invalid(
-                            "started_at",
-                            "invalid_timestamp",
-                            "not an RFC 3339 date-time",
-                        )
+                        ApiError::invalid("started_at", "invalid_timestamp", "not an RFC 3339 date-time")
                     })
                 })
                 .transpose()?,
@@ -205,11 +183,7 @@ impl SessionsApi {
     /// Creates a Run and its first Conversation and returns the conversation. Idempotent on
     /// `agent_session_id`: the same value again returns the existing session with 200. The
     /// repository is taken from `repository_id`, else derived from `remote_url`.
-    #[oai(
-        path = "/:org_id/sessions",
-        method = "post",
-        operation_id = "create_session"
-    )]
+    #[oai(path = "/:org_id/sessions", method = "post", operation_id = "create_session")]
     async fn create(
         &self,
         state: poem::web::Data<&AppState>,
@@ -220,19 +194,9 @@ impl SessionsApi {
     ) -> Result<CreateResponse, ApiError> {
         let p = auth.for_org(&org_id)?;
         let new = body.0.parse()?;
-        let created = crewkit_jobs::service::create_session(
-            &state.db,
-            &state.queues,
-            p.org_id,
-            p.user_id,
-            &new,
-        )
-        .await?;
-        let session = Json(
-            sessions::get_session(&state.db, p.org_id, created.id())
-                .await?
-                .into(),
-        );
+        let created =
+            crewkit_jobs::service::create_session(&state.db, &state.queues, p.org_id, p.user_id, &new).await?;
+        let session = Json(sessions::get_session(&state.db, p.org_id, created.id()).await?.into());
         Ok(match created {
             Created::New(_) => CreateResponse::Created(session),
             Created::Existing(_) => CreateResponse::Existing(session),
@@ -243,11 +207,7 @@ impl SessionsApi {
     ///
     /// Sessions of the organisation, newest first (`started_at desc, id desc`, a stable order: pages
     /// never overlap), with the total over all pages.
-    #[oai(
-        path = "/:org_id/sessions",
-        method = "get",
-        operation_id = "list_sessions"
-    )]
+    #[oai(path = "/:org_id/sessions", method = "get", operation_id = "list_sessions")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -259,10 +219,7 @@ impl SessionsApi {
         #[oai(default = "super::default_page", validator(minimum(value = "1")))]
         page: Query<u32>,
         /// Items per page, 1 to 100.
-        #[oai(
-            default = "super::default_per_page",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
+        #[oai(default = "super::default_per_page", validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<u32>,
         /// Only sessions of this project (`proj_…`).
         project_id: Query<Option<String>>,
@@ -284,11 +241,7 @@ impl SessionsApi {
     ) -> Result<Json<SessionList>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let filter = SessionFilter {
-            project_id: project_id
-                .0
-                .as_deref()
-                .map(|s| parse_id("project_id", s))
-                .transpose()?,
+            project_id: project_id.0.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
             repo_slug: repo.0.filter(|s| !s.is_empty()),
             agent_name: agent_name.0.filter(|s| !s.is_empty()),
             user_id: current_user_only.0.then_some(p.user_id),
@@ -297,19 +250,10 @@ impl SessionsApi {
                 SessionStatus::Ended => "ended".to_string(),
             }),
             agent_session_id: agent_session_id.0,
-            started_after: started_after
-                .0
-                .as_deref()
-                .map(|s| parse_time("started_after", s))
-                .transpose()?,
-            started_before: started_before
-                .0
-                .as_deref()
-                .map(|s| parse_time("started_before", s))
-                .transpose()?,
+            started_after: started_after.0.as_deref().map(|s| parse_time("started_after", s)).transpose()?,
+            started_before: started_before.0.as_deref().map(|s| parse_time("started_before", s)).transpose()?,
         };
-        let (rows, total) =
-            sessions::list_sessions(&state.db, p.org_id, &filter, page.0, per_page.0).await?;
+        let (rows, total) = sessions::list_sessions(&state.db, p.org_id, &filter, page.0, per_page.0).await?;
         Ok(Json(SessionList {
             data: rows.into_iter().map(Session::from).collect(),
             page: page.0,
@@ -322,11 +266,7 @@ impl SessionsApi {
     /// Get session
     ///
     /// The session with full details: run, repository, metrics, counters and tasks.
-    #[oai(
-        path = "/:org_id/sessions/:id",
-        method = "get",
-        operation_id = "get_session"
-    )]
+    #[oai(path = "/:org_id/sessions/:id", method = "get", operation_id = "get_session")]
     async fn get(
         &self,
         state: poem::web::Data<&AppState>,
@@ -359,11 +299,7 @@ impl SessionsApi {
     /// Used by the CLI to update a session's metrics periodically. `model_metrics` is a
     /// cumulative snapshot: every counter only ever rises, so a late, older PATCH cannot undo a
     /// newer one. `cost_usd` is a decimal (no float rounding).
-    #[oai(
-        path = "/:org_id/sessions/:id",
-        method = "patch",
-        operation_id = "update_session"
-    )]
+    #[oai(path = "/:org_id/sessions/:id", method = "patch", operation_id = "update_session")]
     async fn update(
         &self,
         state: poem::web::Data<&AppState>,
@@ -382,29 +318,16 @@ impl SessionsApi {
             title: text_field("title", b.title, 1024)?,
             summary: text_field("summary", b.summary, 65_536)?,
         };
-        crewkit_jobs::service::update_session(
-            &state.db,
-            &state.queues,
-            p.org_id,
-            id,
-            metrics.as_ref(),
-            &changes,
-        )
-        .await?;
-        Ok(Json(
-            sessions::get_session(&state.db, p.org_id, id).await?.into(),
-        ))
+        crewkit_jobs::service::update_session(&state.db, &state.queues, p.org_id, id, metrics.as_ref(), &changes)
+            .await?;
+        Ok(Json(sessions::get_session(&state.db, p.org_id, id).await?.into()))
     }
 
     /// Session hierarchy
     ///
     /// The full hierarchy of the session's run: Run > Conversations > Tasks (with nested tasks as
     /// `children`).
-    #[oai(
-        path = "/:org_id/sessions/:id/hierarchy",
-        method = "get",
-        operation_id = "get_session_hierarchy"
-    )]
+    #[oai(path = "/:org_id/sessions/:id/hierarchy", method = "get", operation_id = "get_session_hierarchy")]
     async fn hierarchy(
         &self,
         state: poem::web::Data<&AppState>,
@@ -424,21 +347,11 @@ impl SessionsApi {
         let conversations = convs
             .into_iter()
             .map(|c| {
-                let mine: Vec<_> = all_tasks
-                    .iter()
-                    .filter(|t| t.conversation_id == c.id)
-                    .cloned()
-                    .collect();
-                ConversationNode {
-                    tasks: Task::forest(&mine),
-                    session: c.into(),
-                }
+                let mine: Vec<_> = all_tasks.iter().filter(|t| t.conversation_id == c.id).cloned().collect();
+                ConversationNode { tasks: Task::forest(&mine), session: c.into() }
             })
             .collect();
-        Ok(Json(Hierarchy {
-            run: run.into(),
-            conversations,
-        }))
+        Ok(Json(Hierarchy { run: run.into(), conversations }))
     }
 }
 
@@ -449,8 +362,7 @@ mod tests {
     #[test]
     fn a_created_session_defaults_to_claude_code_and_an_empty_metadata_object() {
         let body: CreateSession =
-            serde_json::from_str(r#"{"remote_url":"git@github.com:acme/backend","unknown":1}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"remote_url":"git@github.com:acme/backend","unknown":1}"#).unwrap();
         let new = body.parse().unwrap();
         assert_eq!(new.agent_name, "claude-code");
         assert_eq!(new.remote_url.unwrap().slug(), "acme/backend");

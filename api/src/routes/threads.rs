@@ -50,11 +50,7 @@ impl ThreadsApi {
     /// Conversations grouped by thread (related sessions that share context: created with
     /// `parent_session_id`, which the forwarder sets on a resume, fork or compaction), paginated
     /// by thread, newest activity first.
-    #[oai(
-        path = "/:org_id/sessions/threads",
-        method = "get",
-        operation_id = "list_threads"
-    )]
+    #[oai(path = "/:org_id/sessions/threads", method = "get", operation_id = "list_threads")]
     async fn threads(
         &self,
         state: Data<&AppState>,
@@ -65,22 +61,17 @@ impl ThreadsApi {
         #[oai(default = "super::default_page", validator(minimum(value = "1")))]
         page: Query<u32>,
         /// Threads per page, 1 to 100.
-        #[oai(
-            default = "super::default_per_page",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
+        #[oai(default = "super::default_per_page", validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<u32>,
     ) -> Result<Json<ThreadList>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let (threads, total) =
-            sessions::list_threads(&state.db, p.org_id, page.0, per_page.0).await?;
+        let (threads, total) = sessions::list_threads(&state.db, p.org_id, page.0, per_page.0).await?;
         let ids: Vec<_> = threads.iter().map(|t| t.thread_id).collect();
         let mut members = sessions::sessions_of_threads(&state.db, p.org_id, &ids).await?;
         let data = threads
             .into_iter()
             .map(|t| {
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    members.drain(..).partition(|s| s.thread_id == t.thread_id);
+                let (mine, rest): (Vec<_>, Vec<_>) = members.drain(..).partition(|s| s.thread_id == t.thread_id);
                 members = rest;
                 Thread {
                     thread_id: t.thread_id.to_string(),

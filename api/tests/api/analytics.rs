@@ -6,27 +6,16 @@ use crewkit_testkit::TestApp;
 use serde_json::{Value, json};
 
 fn dec(v: &Value) -> rust_decimal::Decimal {
-    v.to_string()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a decimal: {v}"))
+    v.to_string().parse().unwrap_or_else(|_| panic!("not a decimal: {v}"))
 }
 
 async fn analytics(app: &TestApp, key: &str, view: &str, q: &str) -> Value {
-    let (status, v) = app
-        .get_as(key, &format!("/{}/sessions/analytics/{view}?{q}", app.org))
-        .await;
+    let (status, v) = app.get_as(key, &format!("/{}/sessions/analytics/{view}?{q}", app.org)).await;
     assert_eq!(status, 200, "{view}?{q}: {v}");
     v
 }
 
-async fn ended_session(
-    app: &TestApp,
-    key: &str,
-    started: &str,
-    agent: &str,
-    cost: &str,
-    models: Value,
-) {
+async fn ended_session(app: &TestApp, key: &str, started: &str, agent: &str, cost: &str, models: Value) {
     let (_, s) = app
         .post_as(
             key,
@@ -38,13 +27,7 @@ async fn ended_session(
     let body = format!(
         r#"{{"model_metrics": {{"cost_usd": {cost}, "input_tokens": 100, "output_tokens": 10, "models": {models}}}}}"#
     );
-    let (status, _) = app
-        .post_as(
-            key,
-            &format!("/{}/sessions/{sid}/end", app.org),
-            body.into_bytes(),
-        )
-        .await;
+    let (status, _) = app.post_as(key, &format!("/{}/sessions/{sid}/end", app.org), body.into_bytes()).await;
     assert_eq!(status, 202);
 }
 
@@ -55,19 +38,9 @@ async fn assert_all_agree(app: &TestApp, q: &str) -> rust_decimal::Decimal {
     let total = dec(&summary["total_cost_usd"]);
     let sessions = summary["total_sessions"].as_i64().unwrap();
     let sum = |rows: &Value, field: &str| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| dec(&r[field]))
-            .sum::<rust_decimal::Decimal>()
+        rows.as_array().unwrap().iter().map(|r| dec(&r[field])).sum::<rust_decimal::Decimal>()
     };
-    let count = |rows: &Value| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["sessions"].as_i64().unwrap())
-            .sum::<i64>()
-    };
+    let count = |rows: &Value| rows.as_array().unwrap().iter().map(|r| r["sessions"].as_i64().unwrap()).sum::<i64>();
 
     let by_agent = analytics(app, key, "by-agent", q).await;
     assert_eq!(sum(&by_agent["data"], "cost_usd"), total, "by-agent");
@@ -81,25 +54,10 @@ async fn assert_all_agree(app: &TestApp, q: &str) -> rust_decimal::Decimal {
     let by_user = analytics(app, key, "by-user", q).await;
     assert_eq!(sum(&by_user["data"], "cost_usd"), total);
     for interval in ["day", "week"] {
-        let ts = analytics(
-            app,
-            key,
-            "timeseries",
-            &format!("{q}&metric=cost&interval={interval}"),
-        )
-        .await;
+        let ts = analytics(app, key, "timeseries", &format!("{q}&metric=cost&interval={interval}")).await;
         assert_eq!(sum(&ts["buckets"], "value"), total, "timeseries {interval}");
-        let ts = analytics(
-            app,
-            key,
-            "timeseries",
-            &format!("{q}&metric=sessions&interval={interval}"),
-        )
-        .await;
-        assert_eq!(
-            sum(&ts["buckets"], "value"),
-            rust_decimal::Decimal::from(sessions)
-        );
+        let ts = analytics(app, key, "timeseries", &format!("{q}&metric=sessions&interval={interval}")).await;
+        assert_eq!(sum(&ts["buckets"], "value"), rust_decimal::Decimal::from(sessions));
     }
     let team = analytics(app, key, "team-overview", q).await;
     assert_eq!(dec(&team["total_cost_usd"]), total);
@@ -110,23 +68,11 @@ async fn assert_all_agree(app: &TestApp, q: &str) -> rust_decimal::Decimal {
 async fn c07_costs_sum_exactly_across_every_endpoint() {
     let app = TestApp::spawn_without_worker().await;
     for cost in ["0.1", "0.2", "0.3"] {
-        ended_session(
-            &app,
-            &app.api_key,
-            "2026-05-02T10:00:00Z",
-            "claude-code",
-            cost,
-            json!([]),
-        )
-        .await;
+        ended_session(&app, &app.api_key, "2026-05-02T10:00:00Z", "claude-code", cost, json!([])).await;
     }
-    let s = app
-        .create_session(json!({"started_at": "2026-05-03T10:00:00Z", "agent_name": "codex"}))
-        .await;
+    let s = app.create_session(json!({"started_at": "2026-05-03T10:00:00Z", "agent_name": "codex"})).await;
     let sid = s["id"].as_str().unwrap();
-    for cost in [
-        "1.0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9",
-    ] {
+    for cost in ["1.0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"] {
         let resp = app
             .http
             .patch(app.url(&format!("/{}/sessions/{sid}", app.org)))
@@ -142,17 +88,9 @@ async fn c07_costs_sum_exactly_across_every_endpoint() {
     assert_eq!(total.to_string(), "1.6");
     let summary = analytics(&app, &app.api_key, "summary", q).await;
     assert_eq!(summary["total_cost_usd"].to_string(), "1.6");
-    assert_eq!(
-        (
-            summary["total_sessions"].as_i64(),
-            summary["ended_sessions"].as_i64()
-        ),
-        (Some(4), Some(3))
-    );
+    assert_eq!((summary["total_sessions"].as_i64(), summary["ended_sessions"].as_i64()), (Some(4), Some(3)));
     assert_eq!(summary["cost_complete"], true);
-    let text = analytics(&app, &app.api_key, "cost-breakdown", q)
-        .await
-        .to_string();
+    let text = analytics(&app, &app.api_key, "cost-breakdown", q).await.to_string();
     assert!(!text.contains("0000000"), "{text}");
 }
 
@@ -162,17 +100,11 @@ async fn random_data_sets_agree_across_endpoints_exactly() {
     let member = app.key_with_role("m@example.com", "member").await;
     let mut seed: u64 = 0x5eed_cafe;
     let mut next = |n: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     for _ in 0..30 {
-        let key = if next(2) == 0 {
-            app.api_key.clone()
-        } else {
-            member.clone()
-        };
+        let key = if next(2) == 0 { app.api_key.clone() } else { member.clone() };
         let day = 1 + next(28);
         let hour = next(24);
         let agent = ["claude-code", "codex", "gemini"][next(3) as usize];
@@ -183,22 +115,10 @@ async fn random_data_sets_agree_across_endpoints_exactly() {
         } else {
             json!([])
         };
-        ended_session(
-            &app,
-            &key,
-            &format!("2026-04-{day:02}T{hour:02}:00:00Z"),
-            agent,
-            &cost,
-            models,
-        )
-        .await;
+        ended_session(&app, &key, &format!("2026-04-{day:02}T{hour:02}:00:00Z"), agent, &cost, models).await;
     }
     for tz in ["UTC", "America/New_York", "Asia/Kolkata"] {
-        let total = assert_all_agree(
-            &app,
-            &format!("start_date=2026-04-01&end_date=2026-04-30&tz={tz}"),
-        )
-        .await;
+        let total = assert_all_agree(&app, &format!("start_date=2026-04-01&end_date=2026-04-30&tz={tz}")).await;
         assert!(total > rust_decimal::Decimal::ZERO);
     }
 }
@@ -208,12 +128,7 @@ fn day_buckets(ts: &Value) -> Vec<(String, i64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| {
-            (
-                b["start"].as_str().unwrap().to_string(),
-                b["value"].as_i64().unwrap(),
-            )
-        })
+        .map(|b| (b["start"].as_str().unwrap().to_string(), b["value"].as_i64().unwrap()))
         .collect()
 }
 
@@ -222,51 +137,24 @@ async fn dst_days_are_one_bucket_of_23_or_25_hours_whatever_the_database_time_zo
     let vars = HashMap::from([("TEST_DB_TIMEZONE".to_string(), "Asia/Seoul".to_string())]);
     let app = TestApp::spawn_with(false, vars).await;
     // 2026-03-08 is 23 hours long in New York, 2026-11-01 is 25 hours long.
-    for t in [
-        "2026-03-08T04:59:00Z",
-        "2026-03-08T05:00:00Z",
-        "2026-03-09T03:59:00Z",
-        "2026-03-09T04:00:00Z",
-    ] {
+    for t in ["2026-03-08T04:59:00Z", "2026-03-08T05:00:00Z", "2026-03-09T03:59:00Z", "2026-03-09T04:00:00Z"] {
         app.create_session(json!({"started_at": t})).await;
     }
-    for t in [
-        "2026-11-01T04:00:00Z",
-        "2026-11-02T04:59:00Z",
-        "2026-11-02T05:00:00Z",
-    ] {
+    for t in ["2026-11-01T04:00:00Z", "2026-11-02T04:59:00Z", "2026-11-02T05:00:00Z"] {
         app.create_session(json!({"started_at": t})).await;
     }
     let key = &app.api_key;
-    let spring = analytics(
-        &app,
-        key,
-        "timeseries",
-        "start_date=2026-03-07&end_date=2026-03-09&tz=America/New_York",
-    )
-    .await;
+    let spring =
+        analytics(&app, key, "timeseries", "start_date=2026-03-07&end_date=2026-03-09&tz=America/New_York").await;
     assert_eq!(
         day_buckets(&spring),
-        [
-            ("2026-03-07T05:00:00Z".into(), 1),
-            ("2026-03-08T05:00:00Z".into(), 2),
-            ("2026-03-09T04:00:00Z".into(), 1)
-        ]
+        [("2026-03-07T05:00:00Z".into(), 1), ("2026-03-08T05:00:00Z".into(), 2), ("2026-03-09T04:00:00Z".into(), 1)]
     );
-    let autumn = analytics(
-        &app,
-        key,
-        "timeseries",
-        "start_date=2026-10-31&end_date=2026-11-02&tz=America/New_York",
-    )
-    .await;
+    let autumn =
+        analytics(&app, key, "timeseries", "start_date=2026-10-31&end_date=2026-11-02&tz=America/New_York").await;
     assert_eq!(
         day_buckets(&autumn),
-        [
-            ("2026-10-31T04:00:00Z".into(), 0),
-            ("2026-11-01T04:00:00Z".into(), 2),
-            ("2026-11-02T05:00:00Z".into(), 1)
-        ]
+        [("2026-10-31T04:00:00Z".into(), 0), ("2026-11-01T04:00:00Z".into(), 2), ("2026-11-02T05:00:00Z".into(), 1)]
     );
 }
 
@@ -276,8 +164,7 @@ async fn weeks_start_on_monday_in_the_requested_zone() {
     let app = TestApp::spawn_with(false, vars).await;
     // Sunday 2026-03-22 23:30 in Berlin (CET): still the week of Monday 2026-03-16 there, though
     // it is already Monday in Seoul.
-    app.create_session(json!({"started_at": "2026-03-22T22:30:00Z"}))
-        .await;
+    app.create_session(json!({"started_at": "2026-03-22T22:30:00Z"})).await;
     let ts = analytics(
         &app,
         &app.api_key,
@@ -285,36 +172,21 @@ async fn weeks_start_on_monday_in_the_requested_zone() {
         "start_date=2026-03-16&end_date=2026-03-29&tz=Europe/Berlin&interval=week",
     )
     .await;
-    assert_eq!(
-        day_buckets(&ts),
-        [
-            ("2026-03-15T23:00:00Z".into(), 1),
-            ("2026-03-22T23:00:00Z".into(), 0)
-        ]
-    );
+    assert_eq!(day_buckets(&ts), [("2026-03-15T23:00:00Z".into(), 1), ("2026-03-22T23:00:00Z".into(), 0)]);
 }
 
 #[tokio::test]
 async fn a_session_with_tasks_and_threads_counts_its_cost_once() {
     let app = TestApp::spawn().await;
-    let root = app
-        .create_session(json!({"agent_session_id": "fan", "started_at": "2026-04-01T11:00:00Z"}))
-        .await;
+    let root = app.create_session(json!({"agent_session_id": "fan", "started_at": "2026-04-01T11:00:00Z"})).await;
     let sid = root["id"].as_str().unwrap();
     let events: Vec<Value> = (0..3)
         .map(|i| json!({"event_type": "SubagentStart", "timestamp": "2026-04-01T12:00:00Z", "data": {"agent_id": format!("a{i}"), "agent_type": "Explore"}}))
         .collect();
-    app.ingest_and_wait(sid, &TestApp::json(json!({"events": events})))
-        .await;
-    app.create_session(json!({"parent_session_id": sid, "started_at": "2026-04-01T13:00:00Z"}))
-        .await;
-    app.create_session(json!({"parent_session_id": sid, "started_at": "2026-04-01T14:00:00Z"}))
-        .await;
-    app.post(
-        &format!("/{}/sessions/{sid}/end", app.org),
-        &json!({"model_metrics": {"cost_usd": 0.5}}),
-    )
-    .await;
+    app.ingest_and_wait(sid, &TestApp::json(json!({"events": events}))).await;
+    app.create_session(json!({"parent_session_id": sid, "started_at": "2026-04-01T13:00:00Z"})).await;
+    app.create_session(json!({"parent_session_id": sid, "started_at": "2026-04-01T14:00:00Z"})).await;
+    app.post(&format!("/{}/sessions/{sid}/end", app.org), &json!({"model_metrics": {"cost_usd": 0.5}})).await;
     let (_, h) = app.get(&format!("/{}/sessions/{sid}", app.org)).await;
     assert_eq!(h["task_count"], 3);
     let total = assert_all_agree(&app, "start_date=2026-04-01&end_date=2026-04-01").await;
@@ -325,17 +197,10 @@ async fn a_session_with_tasks_and_threads_counts_its_cost_once() {
 async fn bad_parameters_are_400_and_members_may_not_see_per_user_numbers() {
     let app = TestApp::spawn_without_worker().await;
     let member = app.key_with_role("m@example.com", "member").await;
-    let (status, _) = app
-        .get_as(&member, &format!("/{}/sessions/analytics/by-user", app.org))
-        .await;
+    let (status, _) = app.get_as(&member, &format!("/{}/sessions/analytics/by-user", app.org)).await;
     assert_eq!(status, 403);
     let manager = app.key_with_role("g@example.com", "manager").await;
-    let (status, _) = app
-        .get_as(
-            &manager,
-            &format!("/{}/sessions/analytics/by-user", app.org),
-        )
-        .await;
+    let (status, _) = app.get_as(&manager, &format!("/{}/sessions/analytics/by-user", app.org)).await;
     assert_eq!(status, 200);
     for (q, field) in [
         ("tz=Mars/Olympus", "tz"),
@@ -344,33 +209,15 @@ async fn bad_parameters_are_400_and_members_may_not_see_per_user_numbers() {
         ("start_date=yesterday", "start_date"),
         ("interval=month", "interval"),
         ("metric=lines", "metric"),
-        (
-            "project_id=ses_0123456789abcdef0123456789abcdef",
-            "project_id",
-        ),
+        ("project_id=ses_0123456789abcdef0123456789abcdef", "project_id"),
     ] {
-        let (status, p) = app
-            .get(&format!("/{}/sessions/analytics/timeseries?{q}", app.org))
-            .await;
-        assert_eq!(
-            (status.as_u16(), p["errors"][0]["field"].as_str()),
-            (400, Some(field)),
-            "{q}: {p}"
-        );
+        let (status, p) = app.get(&format!("/{}/sessions/analytics/timeseries?{q}", app.org)).await;
+        assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some(field)), "{q}: {p}");
     }
     let empty = analytics(&app, &app.api_key, "summary", "").await;
-    assert_eq!(
-        (
-            empty["total_sessions"].as_i64(),
-            empty["cost_complete"].as_bool()
-        ),
-        (Some(0), Some(true))
-    );
+    assert_eq!((empty["total_sessions"].as_i64(), empty["cost_complete"].as_bool()), (Some(0), Some(true)));
     let ts = analytics(&app, &app.api_key, "timeseries", "").await;
-    assert!(
-        ts["buckets"].as_array().unwrap().len() >= 30,
-        "the default window is the last 30 days, zero-filled"
-    );
+    assert!(ts["buckets"].as_array().unwrap().len() >= 30, "the default window is the last 30 days, zero-filled");
 }
 
 #[tokio::test]

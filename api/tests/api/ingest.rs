@@ -6,36 +6,18 @@ use serde_json::json;
 #[tokio::test]
 async fn events_can_be_sent_to_the_agents_own_session_id() {
     let app = TestApp::spawn().await;
-    let s = app
-        .create_session(json!({"agent_session_id": "claude-123"}))
-        .await;
-    app.ingest_and_wait(
-        "claude-123",
-        &TestApp::json(json!({"events": [{"event_type": "Stop", "data": {}}]})),
-    )
-    .await;
+    let s = app.create_session(json!({"agent_session_id": "claude-123"})).await;
+    app.ingest_and_wait("claude-123", &TestApp::json(json!({"events": [{"event_type": "Stop", "data": {}}]}))).await;
     let events = app.events(s["id"].as_str().unwrap()).await;
     assert_eq!(events.len(), 1);
-    let (status, p) = app
-        .ingest(
-            "no-such-agent-session",
-            &TestApp::json(json!({"events": []})),
-        )
-        .await;
-    assert_eq!(
-        (status.as_u16(), p["detail"].as_str()),
-        (404, Some("session not found")),
-        "{p}"
-    );
+    let (status, p) = app.ingest("no-such-agent-session", &TestApp::json(json!({"events": []}))).await;
+    assert_eq!((status.as_u16(), p["detail"].as_str()), (404, Some("session not found")), "{p}");
 }
 
 #[tokio::test]
 async fn counters_and_times_follow_the_events_really_stored() {
     let app = TestApp::spawn().await;
-    let sid = app.create_session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
     let body = TestApp::json(json!({"events": [
         {"event_type": "PreToolUse", "timestamp": "2026-05-01T10:00:00Z", "data": {"tool_name": "Bash", "tool_use_id": "t1"}},
         {"event_type": "PostToolUseFailure", "timestamp": "2026-05-01T10:00:02Z", "data": {"tool_name": "Bash", "tool_use_id": "t1", "error": "exit 1"}},
@@ -49,32 +31,15 @@ async fn counters_and_times_follow_the_events_really_stored() {
     assert_eq!(s["error_count"], 1);
     assert_eq!(s["first_event_at"], "2026-05-01T09:59:00Z");
     assert_eq!(s["last_event_at"], "2026-05-01T10:00:02Z");
-    let types: Vec<_> = app
-        .events(&sid)
-        .await
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        types,
-        ["SomethingNew", "PreToolUse", "PostToolUseFailure"],
-        "timeline order, unknown types kept"
-    );
+    let types: Vec<_> = app.events(&sid).await.iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(types, ["SomethingNew", "PreToolUse", "PostToolUseFailure"], "timeline order, unknown types kept");
 }
 
 #[tokio::test]
 async fn a_queued_job_is_visible_before_any_worker_runs_it_and_only_to_its_org() {
     let app = TestApp::spawn_without_worker().await;
-    let sid = app.create_session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, accepted) = app
-        .ingest(
-            &sid,
-            &TestApp::json(json!({"events": [{"event_type": "Stop"}]})),
-        )
-        .await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let (_, accepted) = app.ingest(&sid, &TestApp::json(json!({"events": [{"event_type": "Stop"}]}))).await;
     let job_id = accepted["job_id"].as_str().unwrap();
     let (status, job) = app.get(&format!("/{}/jobs/{job_id}", app.org)).await;
     assert_eq!(status, 200, "{job}");
@@ -83,25 +48,15 @@ async fn a_queued_job_is_visible_before_any_worker_runs_it_and_only_to_its_org()
     assert_eq!(job["session_id"], sid.as_str());
 
     let (other, other_key) = app.other_org().await;
-    let (status, _) = app
-        .get_as(&other_key, &format!("/{other}/jobs/{job_id}"))
-        .await;
+    let (status, _) = app.get_as(&other_key, &format!("/{other}/jobs/{job_id}")).await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn an_unknown_job_is_404() {
     let app = TestApp::spawn_without_worker().await;
-    let (status, p) = app
-        .get(&format!(
-            "/{}/jobs/job_0123456789abcdef0123456789abcdef",
-            app.org
-        ))
-        .await;
-    assert_eq!(
-        (status.as_u16(), p["detail"].as_str()),
-        (404, Some("job not found"))
-    );
+    let (status, p) = app.get(&format!("/{}/jobs/job_0123456789abcdef0123456789abcdef", app.org)).await;
+    assert_eq!((status.as_u16(), p["detail"].as_str()), (404, Some("job not found")));
 }
 
 #[tokio::test]
@@ -117,18 +72,12 @@ async fn health_and_readiness_answer() {
 
 #[tokio::test]
 async fn readiness_is_503_when_redis_is_unreachable_and_ingestion_accepts_nothing() {
-    let vars = std::collections::HashMap::from([(
-        "REDIS_URL".to_string(),
-        "redis://127.0.0.1:1".to_string(),
-    )]);
+    let vars = std::collections::HashMap::from([("REDIS_URL".to_string(), "redis://127.0.0.1:1".to_string())]);
     let app = TestApp::spawn_with(false, vars).await;
     let (s, h) = app.get("/readyz").await;
     assert_eq!(s, 503, "{h}");
     assert_ne!(h["checks"]["redis"], "ok");
-    let sid = app.create_session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
     let resp = app
         .http
         .post(app.url(&format!("/{}/observability/sessions/{sid}/events", app.org)))

@@ -19,8 +19,7 @@ fn the_committed_openapi_document_matches_the_code() {
 
 #[test]
 fn every_operation_has_an_id_a_summary_a_description_and_declared_errors() {
-    let spec: serde_json::Value =
-        serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let name = format!("{method} {path}");
@@ -30,10 +29,7 @@ fn every_operation_has_an_id_a_summary_a_description_and_declared_errors() {
             if op.get("security").is_some() {
                 for status in ["400", "401", "404", "503"] {
                     let r = &op["responses"][status];
-                    assert!(
-                        r["content"]["application/problem+json"].is_object(),
-                        "{name} does not declare {status}"
-                    );
+                    assert!(r["content"]["application/problem+json"].is_object(), "{name} does not declare {status}");
                 }
             }
         }
@@ -42,8 +38,7 @@ fn every_operation_has_an_id_a_summary_a_description_and_declared_errors() {
 
 #[test]
 fn all_sixteen_operations_of_the_sessions_api_are_in_the_document() {
-    let spec: serde_json::Value =
-        serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
     let ops = [
         ("post", "/{org_id}/sessions"),
         ("get", "/{org_id}/sessions"),
@@ -60,41 +55,18 @@ fn all_sixteen_operations_of_the_sessions_api_are_in_the_document() {
         ("get", "/{org_id}/sessions/analytics/cost-breakdown"),
         ("get", "/{org_id}/sessions/analytics/by-user"),
         ("get", "/{org_id}/sessions/analytics/team-overview"),
-        (
-            "post",
-            "/{org_id}/observability/sessions/{session_id}/events",
-        ),
+        ("post", "/{org_id}/observability/sessions/{session_id}/events"),
     ];
     for (method, path) in ops {
-        assert!(
-            spec["paths"][path][method].is_object(),
-            "{method} {path} is missing"
-        );
+        assert!(spec["paths"][path][method].is_object(), "{method} {path} is missing");
     }
     let list = &spec["paths"]["/{org_id}/sessions"]["get"]["parameters"];
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    for name in [
-        "page",
-        "per_page",
-        "project_id",
-        "repo",
-        "agent_name",
-        "current_user_only",
-    ] {
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for name in ["page", "per_page", "project_id", "repo", "agent_name", "current_user_only"] {
         assert!(names.contains(&name), "list sessions lacks `{name}`");
     }
     let ts = &spec["paths"]["/{org_id}/sessions/analytics/timeseries"]["get"]["parameters"];
-    let names: Vec<&str> = ts
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = ts.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     for name in ["start_date", "end_date", "interval", "metric"] {
         assert!(names.contains(&name), "timeseries lacks `{name}`");
     }

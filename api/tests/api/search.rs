@@ -31,11 +31,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
     let app = TestApp::spawn().await;
-    let s = app
-        .create_session(
-            json!({"agent_session_id": "srch", "remote_url": "git@github.com:acme/backend"}),
-        )
-        .await;
+    let s = app.create_session(json!({"agent_session_id": "srch", "remote_url": "git@github.com:acme/backend"})).await;
     let sid = s["id"].as_str().unwrap();
     let events = json!({"events": [
         {"event_type": "UserPromptSubmit", "data": {"prompt": "please speed up the ingestion worker"}},
@@ -48,36 +44,17 @@ async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
     )
     .await;
 
-    for q in [
-        "compaction",
-        "compactoin",
-        "ingestion",
-        "batcher.rs",
-        "acme/backend",
-    ] {
+    for q in ["compaction", "compactoin", "ingestion", "batcher.rs", "acme/backend"] {
         let res = search_until(&app, &app.api_key, &app.org, q, 1).await;
         assert_eq!(res["data"][0]["id"], sid, "{q}: {res}");
         assert_eq!(res["engine"], "postgres");
     }
     let res = search_until(&app, &app.api_key, &app.org, "compaction", 1).await;
-    assert!(
-        res["data"][0]["highlights"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains("<em>compaction</em>"),
-        "{res}"
-    );
+    assert!(res["data"][0]["highlights"]["summary"].as_str().unwrap().contains("<em>compaction</em>"), "{res}");
     assert_eq!(res["data"][0]["status"], "ended");
-    let (_, none) = app
-        .get(&format!("/{}/sessions/search?q=kubernetes", app.org))
-        .await;
+    let (_, none) = app.get(&format!("/{}/sessions/search?q=kubernetes", app.org)).await;
     assert_eq!(none["total"], 0);
-    let (_, filtered) = app
-        .get(&format!(
-            "/{}/sessions/search?q=compaction&status=active",
-            app.org
-        ))
-        .await;
+    let (_, filtered) = app.get(&format!("/{}/sessions/search?q=compaction&status=active", app.org)).await;
     assert_eq!(filtered["total"], 0);
 }
 
@@ -85,39 +62,21 @@ async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
 async fn c10_search_never_returns_another_orgs_sessions_whatever_the_query() {
     let app = TestApp::spawn().await;
     let (b, b_key) = app.other_org().await;
-    let (_, bs) = app
-        .post_as(
-            &b_key,
-            &format!("/{b}/sessions"),
-            TestApp::json(json!({"title": "secret merger plan"})),
-        )
-        .await;
-    let mine = app
-        .create_session(json!({"title": "public roadmap plan"}))
-        .await;
+    let (_, bs) =
+        app.post_as(&b_key, &format!("/{b}/sessions"), TestApp::json(json!({"title": "secret merger plan"}))).await;
+    let mine = app.create_session(json!({"title": "public roadmap plan"})).await;
     search_until(&app, &b_key, &b, "secret", 1).await;
     search_until(&app, &app.api_key, &app.org, "roadmap", 1).await;
 
-    for q in [
-        "plan",
-        "secret",
-        r#"" OR org_id = ""#,
-        "secret OR plan",
-        "org_id",
-        r#"\" OR 1=1 --"#,
-        "plan\") OR (\"x",
-    ] {
+    for q in ["plan", "secret", r#"" OR org_id = ""#, "secret OR plan", "org_id", r#"\" OR 1=1 --"#, "plan\") OR (\"x"]
+    {
         let url = format!("/{}/sessions/search?q={}", app.org, urlencode(q));
         let (status, res) = app.get(&url).await;
         assert_eq!(status, 200, "{q}: {res}");
         for hit in res["data"].as_array().unwrap() {
             assert_eq!(hit["id"], mine["id"], "{q}: leaked {hit}");
         }
-        assert_ne!(
-            res.to_string().contains(bs["id"].as_str().unwrap()),
-            true,
-            "{q}"
-        );
+        assert!(!res.to_string().contains(bs["id"].as_str().unwrap()), "{q}");
     }
     let (status, _) = app.get(&format!("/{b}/sessions/search?q=secret")).await;
     assert_eq!(status, 404, "another org's path");
@@ -139,44 +98,27 @@ async fn a_burst_of_updates_is_indexed_a_bounded_number_of_times() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let res = search_until(&app, &app.api_key, &app.org, "revision", 1).await;
+    // The last update is what ends up indexed.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !res["data"][0]["title"]
-        .as_str()
-        .is_some_and(|t| t == "revision 49")
-    {
+    loop {
         let res = search_until(&app, &app.api_key, &app.org, "revision", 1).await;
         if res["data"][0]["title"] == "revision 49" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the last update was never indexed"
-        );
+        assert!(Instant::now() < deadline, "the last update was never indexed: {res}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (runs,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'index_session'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert!(
-        (1..=10).contains(&runs),
-        "50 updates were indexed {runs} times"
-    );
+    let (runs,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'index_session'").fetch_one(&app.db).await.unwrap();
+    assert!((1..=10).contains(&runs), "50 updates were indexed {runs} times");
 }
 
 #[tokio::test]
 async fn a_blank_or_oversized_query_is_400() {
     let app = TestApp::spawn_without_worker().await;
     for q in ["", "%20%20", &"x".repeat(513)] {
-        let (status, p) = app
-            .get(&format!("/{}/sessions/search?q={q}", app.org))
-            .await;
-        assert_eq!(
-            (status.as_u16(), p["errors"][0]["field"].as_str()),
-            (400, Some("q")),
-            "{p}"
-        );
+        let (status, p) = app.get(&format!("/{}/sessions/search?q={q}", app.org)).await;
+        assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some("q")), "{p}");
     }
     let (status, p) = app.get(&format!("/{}/sessions/search", app.org)).await;
     assert_eq!(status, 400, "{p}");

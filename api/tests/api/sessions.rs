@@ -23,16 +23,10 @@ async fn creating_a_session_twice_with_one_agent_session_id_returns_the_first() 
 #[tokio::test]
 async fn ssh_and_https_remotes_are_one_repository() {
     let app = TestApp::spawn_without_worker().await;
-    let a = app
-        .create_session(json!({"remote_url": "git@github.com:acme/backend"}))
-        .await;
-    let b = app
-        .create_session(json!({"remote_url": "https://github.com/acme/backend.git"}))
-        .await;
+    let a = app.create_session(json!({"remote_url": "git@github.com:acme/backend"})).await;
+    let b = app.create_session(json!({"remote_url": "https://github.com/acme/backend.git"})).await;
     assert_eq!(a["repository_id"], b["repository_id"]);
-    let c = app
-        .create_session(json!({"repository_id": a["repository_id"]}))
-        .await;
+    let c = app.create_session(json!({"repository_id": a["repository_id"]})).await;
     assert_eq!(c["repo"], "acme/backend");
 }
 
@@ -40,18 +34,10 @@ async fn ssh_and_https_remotes_are_one_repository() {
 async fn a_later_conversation_joins_its_run_and_its_parents_thread() {
     let app = TestApp::spawn_without_worker().await;
     let first = app.create_session(json!({})).await;
-    let second = app
-        .create_session(json!({"run_id": first["run_id"], "parent_session_id": first["id"]}))
-        .await;
+    let second = app.create_session(json!({"run_id": first["run_id"], "parent_session_id": first["id"]})).await;
     assert_eq!(second["run_id"], first["run_id"]);
     assert_eq!(second["thread_id"], first["id"]);
-    let (_, h) = app
-        .get(&format!(
-            "/{}/sessions/{}/hierarchy",
-            app.org,
-            second["id"].as_str().unwrap()
-        ))
-        .await;
+    let (_, h) = app.get(&format!("/{}/sessions/{}/hierarchy", app.org, second["id"].as_str().unwrap())).await;
     assert_eq!(h["run"]["id"], first["run_id"]);
     assert_eq!(h["conversations"].as_array().unwrap().len(), 2);
 }
@@ -60,26 +46,15 @@ async fn a_later_conversation_joins_its_run_and_its_parents_thread() {
 async fn the_list_filters_by_repo_agent_user_and_status() {
     let app = TestApp::spawn_without_worker().await;
     let member = app.key_with_role("m@example.com", "member").await;
-    app.create_session(
-        json!({"remote_url": "git@github.com:acme/backend", "agent_name": "claude-code"}),
-    )
-    .await;
-    app.create_session(json!({"remote_url": "git@github.com:acme/web", "agent_name": "codex"}))
-        .await;
-    app.post_as(
-        &member,
-        &format!("/{}/sessions", app.org),
-        TestApp::json(json!({"agent_name": "codex"})),
-    )
-    .await;
+    app.create_session(json!({"remote_url": "git@github.com:acme/backend", "agent_name": "claude-code"})).await;
+    app.create_session(json!({"remote_url": "git@github.com:acme/web", "agent_name": "codex"})).await;
+    app.post_as(&member, &format!("/{}/sessions", app.org), TestApp::json(json!({"agent_name": "codex"}))).await;
 
     let total = |q: &'static str| {
         let app = &app;
         let member = member.clone();
         async move {
-            let (s, list) = app
-                .get_as(&member, &format!("/{}/sessions?{q}", app.org))
-                .await;
+            let (s, list) = app.get_as(&member, &format!("/{}/sessions?{q}", app.org)).await;
             assert_eq!(s, 200, "{list}");
             list["total"].as_i64().unwrap()
         }

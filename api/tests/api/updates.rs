@@ -4,10 +4,7 @@ use crewkit_testkit::TestApp;
 use serde_json::{Value, json};
 
 async fn session(app: &TestApp) -> String {
-    app.create_session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.create_session(json!({})).await["id"].as_str().unwrap().to_string()
 }
 
 async fn patch(app: &TestApp, sid: &str, body: Value) -> (u16, Value) {
@@ -48,30 +45,12 @@ async fn c07_cumulative_metrics_never_go_down_and_decimals_stay_exact() {
     assert_eq!(s["models"][0]["cost_usd"].to_string(), "1");
     assert!(!text.contains("0000000"), "no float artefacts: {text}");
 
-    let (status, s) = patch(
-        &app,
-        &sid,
-        json!({"model_metrics": {"cost_usd": 0.30000000000000004}}),
-    )
-    .await;
+    let (status, s) = patch(&app, &sid, json!({"model_metrics": {"cost_usd": 0.30000000000000004}})).await;
     assert_eq!(status, 200);
+    assert_eq!(s["model_metrics"]["cost_usd"].to_string(), "1", "a lower snapshot changes nothing");
+    let (status, s) = patch(&app, &sid, json!({"model_metrics": {"cost_usd": 1.05}, "title": "t"})).await;
     assert_eq!(
-        s["model_metrics"]["cost_usd"].to_string(),
-        "1",
-        "a lower snapshot changes nothing"
-    );
-    let (status, s) = patch(
-        &app,
-        &sid,
-        json!({"model_metrics": {"cost_usd": 1.05}, "title": "t"}),
-    )
-    .await;
-    assert_eq!(
-        (
-            status,
-            s["model_metrics"]["cost_usd"].to_string(),
-            s["title"].as_str()
-        ),
+        (status, s["model_metrics"]["cost_usd"].to_string(), s["title"].as_str()),
         (200, "1.05".into(), Some("t"))
     );
 }
@@ -81,17 +60,9 @@ async fn bad_metrics_are_400_naming_the_field_and_unknown_sessions_404() {
     let app = TestApp::spawn_without_worker().await;
     let sid = session(&app).await;
     let (status, p) = patch(&app, &sid, json!({"model_metrics": {"input_tokens": -5}})).await;
-    assert_eq!(
-        (status, p["errors"][0]["field"].as_str()),
-        (400, Some("model_metrics.input_tokens")),
-        "{p}"
-    );
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (400, Some("model_metrics.input_tokens")), "{p}");
     let (status, p) = patch(&app, &sid, json!({"model_metrics": {"cost_usd": "lots"}})).await;
-    assert_eq!(
-        (status, p["errors"][0]["field"].as_str()),
-        (400, Some("model_metrics.cost_usd")),
-        "{p}"
-    );
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (400, Some("model_metrics.cost_usd")), "{p}");
     let (status, _) = patch(&app, "ses_0123456789abcdef0123456789abcdef", json!({})).await;
     assert_eq!(status, 404);
 }
@@ -101,49 +72,24 @@ async fn ending_a_session_queues_its_analysis_and_ending_it_again_is_409() {
     let app = TestApp::spawn_without_worker().await;
     let sid = session(&app).await;
     let end = format!("/{}/sessions/{sid}/end", app.org);
-    let (status, ended) = app
-        .post(
-            &end,
-            &json!({"summary": "Refactored auth", "model_metrics": {"cost_usd": 0.25}}),
-        )
-        .await;
+    let (status, ended) =
+        app.post(&end, &json!({"summary": "Refactored auth", "model_metrics": {"cost_usd": 0.25}})).await;
     assert_eq!(status, 202, "{ended}");
     assert_eq!(ended["session"]["status"], "ended");
     assert_eq!(ended["session"]["end_reason"], "client");
     assert_eq!(ended["session"]["summary"], "Refactored auth");
-    assert_eq!(
-        ended["session"]["model_metrics"]["cost_usd"].to_string(),
-        "0.25"
-    );
+    assert_eq!(ended["session"]["model_metrics"]["cost_usd"].to_string(), "0.25");
     assert!(ended["session"]["ended_at"].is_string());
     assert_eq!(ended["job"]["kind"], "analyze_session");
     assert_eq!(ended["job"]["status"], "queued");
-    let (status, job) = app
-        .get(&format!(
-            "/{}/jobs/{}",
-            app.org,
-            ended["job"]["id"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(
-        (status.as_u16(), job["status"].as_str()),
-        (200, Some("queued"))
-    );
+    let (status, job) = app.get(&format!("/{}/jobs/{}", app.org, ended["job"]["id"].as_str().unwrap())).await;
+    assert_eq!((status.as_u16(), job["status"].as_str()), (200, Some("queued")));
     assert_eq!(app.jobs_pushed("analyze_session").await, 1);
 
     let (status, p) = app.post(&end, &json!({})).await;
-    assert_eq!(
-        (status.as_u16(), p["code"].as_str()),
-        (409, Some("already_ended")),
-        "{p}"
-    );
+    assert_eq!((status.as_u16(), p["code"].as_str()), (409, Some("already_ended")), "{p}");
     // Events for an ended session are still accepted (a late PostToolUse is common).
-    let (status, _) = app
-        .ingest(
-            &sid,
-            &TestApp::json(json!({"events": [{"event_type": "PostToolUse"}]})),
-        )
-        .await;
+    let (status, _) = app.ingest(&sid, &TestApp::json(json!({"events": [{"event_type": "PostToolUse"}]}))).await;
     assert_eq!(status, 202);
 }
 
@@ -168,12 +114,7 @@ async fn a_compaction_is_queued_once_per_request_id_and_listed() {
     let compact = format!("/{}/sessions/{sid}/compact", app.org);
     let (status, first) = app.post(&compact, &json!({"request_id": "r1"})).await;
     assert_eq!(status, 202, "{first}");
-    assert!(
-        first["compaction"]["id"]
-            .as_str()
-            .unwrap()
-            .starts_with("cmp_")
-    );
+    assert!(first["compaction"]["id"].as_str().unwrap().starts_with("cmp_"));
     assert_eq!(first["compaction"]["status"], "queued");
     assert_eq!(first["job"]["kind"], "compact_session");
     let (_, again) = app.post(&compact, &json!({"request_id": "r1"})).await;
@@ -183,9 +124,7 @@ async fn a_compaction_is_queued_once_per_request_id_and_listed() {
     assert_ne!(other["compaction"]["id"], first["compaction"]["id"]);
     assert_eq!(app.jobs_pushed("compact_session").await, 2);
 
-    let (status, list) = app
-        .get(&format!("/{}/sessions/{sid}/compactions", app.org))
-        .await;
+    let (status, list) = app.get(&format!("/{}/sessions/{sid}/compactions", app.org)).await;
     assert_eq!(status, 200);
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     let (_, detail) = app.get(&format!("/{}/sessions/{sid}", app.org)).await;
@@ -195,37 +134,18 @@ async fn a_compaction_is_queued_once_per_request_id_and_listed() {
 #[tokio::test]
 async fn threads_group_continued_conversations_newest_activity_first() {
     let app = TestApp::spawn_without_worker().await;
-    let root = app
-        .create_session(json!({"started_at": "2026-05-01T10:00:00Z"}))
-        .await;
-    app.create_session(
-        json!({"parent_session_id": root["id"], "started_at": "2026-05-01T11:00:00Z"}),
-    )
-    .await;
-    let lone = app
-        .create_session(json!({"started_at": "2026-05-01T09:00:00Z"}))
-        .await;
-    let (status, threads) = app
-        .get(&format!("/{}/sessions/threads?per_page=1", app.org))
-        .await;
+    let root = app.create_session(json!({"started_at": "2026-05-01T10:00:00Z"})).await;
+    app.create_session(json!({"parent_session_id": root["id"], "started_at": "2026-05-01T11:00:00Z"})).await;
+    let lone = app.create_session(json!({"started_at": "2026-05-01T09:00:00Z"})).await;
+    let (status, threads) = app.get(&format!("/{}/sessions/threads?per_page=1", app.org)).await;
     assert_eq!(status, 200, "{threads}");
-    assert_eq!(
-        (threads["total"].as_i64(), threads["total_pages"].as_i64()),
-        (Some(2), Some(2))
-    );
+    assert_eq!((threads["total"].as_i64(), threads["total_pages"].as_i64()), (Some(2), Some(2)));
     let t = &threads["data"][0];
     assert_eq!(t["thread_id"], root["id"]);
     assert_eq!(t["session_count"], 2);
     assert_eq!(t["last_activity_at"], "2026-05-01T11:00:00Z");
-    let (_, page2) = app
-        .get(&format!("/{}/sessions/threads?per_page=1&page=2", app.org))
-        .await;
+    let (_, page2) = app.get(&format!("/{}/sessions/threads?per_page=1&page=2", app.org)).await;
     assert_eq!(page2["data"][0]["thread_id"], lone["id"]);
-    let (status, p) = app
-        .get(&format!("/{}/sessions/threads?per_page=0", app.org))
-        .await;
-    assert_eq!(
-        (status.as_u16(), p["errors"][0]["field"].as_str()),
-        (400, Some("per_page"))
-    );
+    let (status, p) = app.get(&format!("/{}/sessions/threads?per_page=0", app.org)).await;
+    assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some("per_page")));
 }

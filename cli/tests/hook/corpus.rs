@@ -66,14 +66,10 @@ fn hook_files() -> Option<Vec<HookFile>> {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
-        let payloads: Vec<Vec<u8>> = split_array(&bytes)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
-        let is_hook_log = payloads.iter().any(|p| {
-            serde_json::from_str::<Value>(&repair_json(p))
-                .is_ok_and(|v| v.get("hook_event_name").is_some())
-        });
+        let payloads: Vec<Vec<u8>> = split_array(&bytes).into_iter().map(<[u8]>::to_vec).collect();
+        let is_hook_log = payloads
+            .iter()
+            .any(|p| serde_json::from_str::<Value>(&repair_json(p)).is_ok_and(|v| v.get("hook_event_name").is_some()));
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if is_hook_log {
             files.push(HookFile { name, payloads });
@@ -107,11 +103,7 @@ async fn c12_every_real_hook_payload_is_accepted_and_stored_once_in_order() {
         let app = app.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             let home = temp_home();
-            let runs: Vec<_> = file
-                .payloads
-                .iter()
-                .map(|p| run_hook(&app, &app.base, &home, p))
-                .collect();
+            let runs: Vec<_> = file.payloads.iter().map(|p| run_hook(&app, &app.base, &home, p)).collect();
             let left = spooled(&home);
             let _ = std::fs::remove_dir_all(&home);
             (file, runs, left)
@@ -130,21 +122,12 @@ async fn c12_every_real_hook_payload_is_accepted_and_stored_once_in_order() {
             let v = parsed(p);
             match v.get("session_id").and_then(Value::as_str) {
                 Some(sid) => {
-                    assert_eq!(
-                        run.stderr, "",
-                        "{}: a payload was refused or spooled",
-                        file.name
-                    );
+                    assert_eq!(run.stderr, "", "{}: a payload was refused or spooled", file.name);
                     expected.entry(sid.to_string()).or_default().push(v.clone());
                     mine.entry(sid.to_string()).or_default().push(v);
                 }
                 None => {
-                    assert!(
-                        run.stderr.contains("no session_id"),
-                        "{}: {}",
-                        file.name,
-                        run.stderr
-                    );
+                    assert!(run.stderr.contains("no session_id"), "{}: {}", file.name, run.stderr);
                     bare += 1;
                 }
             }
@@ -152,67 +135,36 @@ async fn c12_every_real_hook_payload_is_accepted_and_stored_once_in_order() {
         per_file.push((file.name, mine));
     }
     let total: usize = expected.values().map(Vec::len).sum();
-    println!(
-        "corpus: {total} payloads in {} sessions, {bare} without a session",
-        expected.len()
-    );
+    println!("corpus: {total} payloads in {} sessions, {bare} without a session", expected.len());
 
     // Wait until the workers have stored everything (or the deadline).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+        let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(&app.db).await.unwrap();
         if stored as usize >= total || Instant::now() > deadline {
-            assert_eq!(
-                stored as usize, total,
-                "stored events = payloads with a session"
-            );
+            assert_eq!(stored as usize, total, "stored events = payloads with a session");
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (sessions,): (i64,) = sqlx::query_as("SELECT count(*) FROM conversations")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(
-        sessions as usize,
-        expected.len(),
-        "one session per distinct session_id"
-    );
-    let (failed,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE status <> 'succeeded'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (sessions,): (i64,) = sqlx::query_as("SELECT count(*) FROM conversations").fetch_one(&app.db).await.unwrap();
+    assert_eq!(sessions as usize, expected.len(), "one session per distinct session_id");
+    let (failed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs WHERE status <> 'succeeded'").fetch_one(&app.db).await.unwrap();
     assert_eq!(failed, 0, "every persist job succeeded");
 
     // Within each file, each session's events are stored in the order they were piped.
     let mut stored_by_session: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for sid in expected.keys() {
-        stored_by_session.insert(
-            sid.clone(),
-            app.events(sid)
-                .await
-                .into_iter()
-                .map(|e| e["data"].clone())
-                .collect(),
-        );
+        stored_by_session.insert(sid.clone(), app.events(sid).await.into_iter().map(|e| e["data"].clone()).collect());
     }
     for (name, mine) in &per_file {
         for (sid, payloads) in mine {
             let stored = &stored_by_session[sid];
             let wanted: BTreeSet<String> = payloads.iter().map(Value::to_string).collect();
-            let order: Vec<&Value> = stored
-                .iter()
-                .filter(|d| wanted.contains(&d.to_string()))
-                .collect();
+            let order: Vec<&Value> = stored.iter().filter(|d| wanted.contains(&d.to_string())).collect();
             assert_eq!(order.len(), payloads.len(), "{name} / {sid}: count");
-            assert!(
-                order.iter().zip(payloads).all(|(a, b)| *a == b),
-                "{name} / {sid}: order differs"
-            );
+            assert!(order.iter().zip(payloads).all(|(a, b)| *a == b), "{name} / {sid}: order differs");
         }
     }
 }

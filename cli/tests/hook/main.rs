@@ -32,19 +32,12 @@ pub fn run_hook(app: &TestApp, url: &str, home: &Path, payload: &[u8]) -> HookRu
         .expect("crewkit binary runs");
     child.stdin.take().unwrap().write_all(payload).unwrap();
     let out = child.wait_with_output().unwrap();
-    HookRun {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    HookRun { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
 pub fn spooled(home: &Path) -> usize {
     std::fs::read_dir(home.join("spool"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
         .unwrap_or(0)
 }
 
@@ -56,9 +49,6 @@ pub fn temp_home() -> std::path::PathBuf {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{}-{nanos}", std::process::id())
 }

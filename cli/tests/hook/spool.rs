@@ -11,18 +11,17 @@ async fn events_spooled_while_the_api_is_down_are_sent_first_by_the_next_call() 
     let app = TestApp::spawn().await;
     let home = temp_home();
     let payload = |n: u32| {
-        serde_json::to_vec(&json!({"session_id": "spool-1", "hook_event_name": "UserPromptSubmit", "prompt": format!("p{n}")})).unwrap()
+        serde_json::to_vec(
+            &json!({"session_id": "spool-1", "hook_event_name": "UserPromptSubmit", "prompt": format!("p{n}")}),
+        )
+        .unwrap()
     };
 
     let down = "http://127.0.0.1:1";
     for n in 0..3 {
         let run = tokio::task::block_in_place(|| run_hook(&app, down, &home, &payload(n)));
         assert_eq!(run.code, Some(0), "the hook never fails the agent");
-        assert!(
-            run.stderr.contains("spooled"),
-            "it says what went wrong: {}",
-            run.stderr
-        );
+        assert!(run.stderr.contains("spooled"), "it says what went wrong: {}", run.stderr);
     }
     assert_eq!(spooled(&home), 3);
 
@@ -34,18 +33,11 @@ async fn events_spooled_while_the_api_is_down_are_sent_first_by_the_next_call() 
     let prompts = loop {
         let events = app.events("spool-1").await;
         if events.len() >= 4 || std::time::Instant::now() > deadline {
-            break events
-                .iter()
-                .map(|e| e["data"]["prompt"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>();
+            break events.iter().map(|e| e["data"]["prompt"].as_str().unwrap().to_string()).collect::<Vec<_>>();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        prompts,
-        ["p0", "p1", "p2", "p3"],
-        "once each, in the order they were read"
-    );
+    assert_eq!(prompts, ["p0", "p1", "p2", "p3"], "once each, in the order they were read");
 
     // Resending the same spooled events (a crash after sending, before deleting) stores nothing new.
     let _ = std::fs::remove_dir_all(&home);
@@ -55,20 +47,10 @@ async fn events_spooled_while_the_api_is_down_are_sent_first_by_the_next_call() 
 async fn garbage_on_stdin_is_reported_and_the_hook_still_exits_zero() {
     let app = TestApp::spawn_without_worker().await;
     let home = temp_home();
-    for input in [
-        &b"not json at all"[..],
-        b"",
-        b"[1,2,3]",
-        br#"{"message": "Test notification"}"#,
-    ] {
+    for input in [&b"not json at all"[..], b"", b"[1,2,3]", br#"{"message": "Test notification"}"#] {
         let run = tokio::task::block_in_place(|| run_hook(&app, &app.base, &home, input));
         assert_eq!(run.code, Some(0));
-        assert!(
-            run.stderr.contains("not recorded"),
-            "{:?}: {}",
-            String::from_utf8_lossy(input),
-            run.stderr
-        );
+        assert!(run.stderr.contains("not recorded"), "{:?}: {}", String::from_utf8_lossy(input), run.stderr);
     }
     assert_eq!(spooled(&home), 0, "nothing to retry: these name no session");
     let _ = std::fs::remove_dir_all(&home);

@@ -15,9 +15,7 @@ pub struct ApiKeySecret(String);
 impl ApiKeySecret {
     pub fn generate() -> Self {
         let mut rng = rand::rng();
-        let body: String = (0..40)
-            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-            .collect();
+        let body: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
         Self(format!("ck_{body}"))
     }
 

@@ -69,35 +69,20 @@ pub struct ValidatedBatch {
 }
 
 /// Validates a (repaired) batch body. Events without a timestamp take `received_at`.
-pub fn validate_batch(
-    body: &str,
-    max_events: usize,
-    received_at: DateTime<Utc>,
-) -> Result<ValidatedBatch, BatchError> {
+pub fn validate_batch(body: &str, max_events: usize, received_at: DateTime<Utc>) -> Result<ValidatedBatch, BatchError> {
     let batch: RawBatch<'_> = serde_json::from_str(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            BatchError::Json(e.to_string())
-        } else {
-            BatchError::NoEvents
-        }
+        if e.is_syntax() || e.is_eof() { BatchError::Json(e.to_string()) } else { BatchError::NoEvents }
     })?;
     let events = batch.events.ok_or(BatchError::NoEvents)?;
     if events.len() > max_events {
-        return Err(BatchError::TooManyEvents {
-            count: events.len(),
-            max: max_events,
-        });
+        return Err(BatchError::TooManyEvents { count: events.len(), max: max_events });
     }
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for (index, raw) in events.into_iter().enumerate() {
         match validate_event(raw, received_at) {
             Ok(event) => accepted.push(event),
-            Err((code, message)) => rejected.push(Rejection {
-                index,
-                code,
-                message,
-            }),
+            Err((code, message)) => rejected.push(Rejection { index, code, message }),
         }
     }
     Ok(ValidatedBatch { accepted, rejected })
@@ -106,42 +91,24 @@ pub fn validate_batch(
 type Refusal = (&'static str, String);
 
 fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<QueuedEvent, Refusal> {
-    let ev: RawEvent<'_> = serde_json::from_str(raw.get()).map_err(|_| {
-        (
-            "invalid_event",
-            "each event must be a JSON object".to_string(),
-        )
-    })?;
+    let ev: RawEvent<'_> = serde_json::from_str(raw.get())
+        .map_err(|_| ("invalid_event", "each event must be a JSON object".to_string()))?;
 
     let event_type = ev
         .event_type
         .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-        .ok_or((
-            "invalid_event_type",
-            "`event_type` must be a string".to_string(),
-        ))?;
+        .ok_or(("invalid_event_type", "`event_type` must be a string".to_string()))?;
     if event_type.trim().is_empty() || event_type.len() > MAX_NAME_LEN {
-        return Err((
-            "invalid_event_type",
-            format!("`event_type` must be 1 to {MAX_NAME_LEN} characters"),
-        ));
+        return Err(("invalid_event_type", format!("`event_type` must be 1 to {MAX_NAME_LEN} characters")));
     }
 
     let timestamp = match ev.timestamp.filter(|v| v.get() != "null") {
         None => received_at,
         Some(v) => {
-            let text = serde_json::from_str::<String>(v.get()).map_err(|_| {
-                (
-                    "invalid_timestamp",
-                    "`timestamp` must be an RFC 3339 string".to_string(),
-                )
-            })?;
-            parse_timestamp(&text).ok_or_else(|| {
-                (
-                    "invalid_timestamp",
-                    format!("`timestamp` {text:?} is not an RFC 3339 date-time"),
-                )
-            })?
+            let text = serde_json::from_str::<String>(v.get())
+                .map_err(|_| ("invalid_timestamp", "`timestamp` must be an RFC 3339 string".to_string()))?;
+            parse_timestamp(&text)
+                .ok_or_else(|| ("invalid_timestamp", format!("`timestamp` {text:?} is not an RFC 3339 date-time")))?
         }
     };
 
@@ -151,10 +118,7 @@ fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<QueuedEv
             let id = serde_json::from_str::<String>(v.get())
                 .ok()
                 .filter(|s| !s.is_empty() && s.len() <= MAX_CLIENT_ID_LEN)
-                .ok_or((
-                    "invalid_id",
-                    format!("`id` must be a string of 1 to {MAX_CLIENT_ID_LEN} characters"),
-                ))?;
+                .ok_or(("invalid_id", format!("`id` must be a string of 1 to {MAX_CLIENT_ID_LEN} characters")))?;
             Some(id)
         }
     };
@@ -165,12 +129,7 @@ fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<QueuedEv
         Some(_) => return Err(("invalid_data", "`data` must be a JSON object".to_string())),
     };
 
-    Ok(QueuedEvent {
-        client_id,
-        event_type,
-        timestamp,
-        data,
-    })
+    Ok(QueuedEvent { client_id, event_type, timestamp, data })
 }
 
 /// RFC 3339; a date-time without an offset is taken as UTC (hook logs often drop the `Z`).
@@ -194,16 +153,8 @@ mod tests {
 
     #[test]
     fn a_naive_timestamp_means_utc_and_an_offset_is_honoured() {
-        assert_eq!(
-            parse_timestamp("2026-03-10T02:30:00").unwrap().to_rfc3339(),
-            "2026-03-10T02:30:00+00:00"
-        );
-        assert_eq!(
-            parse_timestamp("2026-03-10T02:30:00+05:30")
-                .unwrap()
-                .to_rfc3339(),
-            "2026-03-09T21:00:00+00:00"
-        );
+        assert_eq!(parse_timestamp("2026-03-10T02:30:00").unwrap().to_rfc3339(), "2026-03-10T02:30:00+00:00");
+        assert_eq!(parse_timestamp("2026-03-10T02:30:00+05:30").unwrap().to_rfc3339(), "2026-03-09T21:00:00+00:00");
         assert!(parse_timestamp("yesterday").is_none());
     }
 
@@ -231,28 +182,15 @@ mod tests {
                 (5, "invalid_id")
             ]
         );
-        assert_eq!(
-            v.accepted[1].timestamp,
-            now(),
-            "a missing timestamp takes received_at"
-        );
+        assert_eq!(v.accepted[1].timestamp, now(), "a missing timestamp takes received_at");
         assert_eq!(v.accepted[1].data.get(), "{}");
     }
 
     #[test]
     fn a_batch_over_the_limit_is_refused_whole() {
         let body = r#"{"events":[{"event_type":"A"},{"event_type":"B"}]}"#;
-        assert!(matches!(
-            validate_batch(body, 1, now()),
-            Err(BatchError::TooManyEvents { count: 2, max: 1 })
-        ));
-        assert!(matches!(
-            validate_batch(r#"{"x":1}"#, 1, now()),
-            Err(BatchError::NoEvents)
-        ));
-        assert!(matches!(
-            validate_batch(r#"{"events":"#, 1, now()),
-            Err(BatchError::Json(_))
-        ));
+        assert!(matches!(validate_batch(body, 1, now()), Err(BatchError::TooManyEvents { count: 2, max: 1 })));
+        assert!(matches!(validate_batch(r#"{"x":1}"#, 1, now()), Err(BatchError::NoEvents)));
+        assert!(matches!(validate_batch(r#"{"events":"#, 1, now()), Err(BatchError::Json(_))));
     }
 }

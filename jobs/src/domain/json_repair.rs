@@ -44,13 +44,12 @@ fn repair_escapes(b: &[u8]) -> Option<Vec<u8>> {
     let mut i = 0;
 
     // Replace b[start..end] by `with`.
-    let patch =
-        |out: &mut Option<Vec<u8>>, copied: &mut usize, start: usize, end: usize, with: &[u8]| {
-            let buf = out.get_or_insert_with(|| Vec::with_capacity(b.len() + 16));
-            buf.extend_from_slice(&b[*copied..start]);
-            buf.extend_from_slice(with);
-            *copied = end;
-        };
+    let patch = |out: &mut Option<Vec<u8>>, copied: &mut usize, start: usize, end: usize, with: &[u8]| {
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(b.len() + 16));
+        buf.extend_from_slice(&b[*copied..start]);
+        buf.extend_from_slice(with);
+        *copied = end;
+    };
 
     while i < b.len() {
         let c = b[i];

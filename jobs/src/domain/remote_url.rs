@@ -30,10 +30,7 @@ impl RemoteUrl {
             let scheme = scheme.to_ascii_lowercase();
             if scheme == "file" {
                 ("local".to_string(), rest)
-            } else if matches!(
-                scheme.as_str(),
-                "http" | "https" | "ssh" | "git" | "git+ssh"
-            ) {
+            } else if matches!(scheme.as_str(), "http" | "https" | "ssh" | "git" | "git+ssh") {
                 let (authority, path) = rest.split_once('/').ok_or_else(err)?;
                 let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
                 let host = host_port.split(':').next().unwrap_or_default();
@@ -54,15 +51,8 @@ impl RemoteUrl {
             return Err(err());
         }
         let path = path.trim_matches('/');
-        let path = path
-            .strip_suffix(".git")
-            .unwrap_or(path)
-            .trim_end_matches('/');
-        let slug = path
-            .split('/')
-            .filter(|seg| !seg.is_empty())
-            .collect::<Vec<_>>()
-            .join("/");
+        let path = path.strip_suffix(".git").unwrap_or(path).trim_end_matches('/');
+        let slug = path.split('/').filter(|seg| !seg.is_empty()).collect::<Vec<_>>().join("/");
         if slug.is_empty() {
             return Err(err());
         }
@@ -129,13 +119,7 @@ mod tests {
 
     #[test]
     fn things_that_are_not_remotes_are_refused() {
-        for s in [
-            "",
-            "backend",
-            "https://github.com",
-            "ftp://x/y",
-            "git@github.com:",
-        ] {
+        for s in ["", "backend", "https://github.com", "ftp://x/y", "git@github.com:"] {
             assert!(RemoteUrl::parse(s).is_err(), "{s:?}");
         }
     }

@@ -65,12 +65,11 @@ pub async fn resolve_window(
     start: Option<Bound>,
     end: Option<Bound>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), WindowError> {
-    let known: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM pg_timezone_names WHERE name = $1")
-            .bind(tz)
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from)?;
+    let known: Option<(String,)> = sqlx::query_as("SELECT name FROM pg_timezone_names WHERE name = $1")
+        .bind(tz)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::from)?;
     if known.is_none() && tz != "UTC" {
         return Err(WindowError::TimeZone(tz.to_string()));
     }
@@ -180,29 +179,14 @@ pub enum Dimension {
     Repository,
 }
 
-pub async fn breakdown(
-    pool: &PgPool,
-    scope: &Scope,
-    by: Dimension,
-    limit: Option<i64>,
-) -> StoreResult<Vec<Group>> {
+pub async fn breakdown(pool: &PgPool, scope: &Scope, by: Dimension, limit: Option<i64>) -> StoreResult<Vec<Group>> {
     let (key, label, join) = match by {
         Dimension::Agent => ("s.agent_name", "NULL::text", ""),
-        Dimension::Project => (
-            "s.project_id::text",
-            "p.name",
-            "LEFT JOIN projects p ON p.id = s.project_id",
-        ),
-        Dimension::User => (
-            "s.user_id::text",
-            "u.email",
-            "LEFT JOIN users u ON u.id = s.user_id",
-        ),
-        Dimension::Repository => (
-            "s.repository_id::text",
-            "r.slug",
-            "LEFT JOIN repositories r ON r.id = s.repository_id",
-        ),
+        Dimension::Project => ("s.project_id::text", "p.name", "LEFT JOIN projects p ON p.id = s.project_id"),
+        Dimension::User => ("s.user_id::text", "u.email", "LEFT JOIN users u ON u.id = s.user_id"),
+        Dimension::Repository => {
+            ("s.repository_id::text", "r.slug", "LEFT JOIN repositories r ON r.id = s.repository_id")
+        }
     };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(
@@ -265,12 +249,7 @@ pub struct Bucket {
 }
 
 /// Every bucket of the window (zero-filled), each starting at a local midnight (Monday for weeks).
-pub async fn timeseries(
-    pool: &PgPool,
-    scope: &Scope,
-    interval: Interval,
-    metric: Metric,
-) -> StoreResult<Vec<Bucket>> {
+pub async fn timeseries(pool: &PgPool, scope: &Scope, interval: Interval, metric: Metric) -> StoreResult<Vec<Bucket>> {
     let unit = match interval {
         Interval::Day => "day",
         Interval::Week => "week",
@@ -298,8 +277,5 @@ pub async fn timeseries(
            FROM b LEFT JOIN agg USING (local_start)
           ORDER BY b.local_start"
     );
-    Ok(query(sql, scope)
-        .bind(scope.tz.clone())
-        .fetch_all(pool)
-        .await?)
+    Ok(query(sql, scope).bind(scope.tz.clone()).fetch_all(pool).await?)
 }

@@ -23,8 +23,7 @@ pub struct CompactionRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str =
-    "id, conversation_id, request_id, job_id, status, trigger, digest, first_event_seq,
+const COLUMNS: &str = "id, conversation_id, request_id, job_id, status, trigger, digest, first_event_seq,
     last_event_seq, size_before, size_after, created_at, finished_at";
 
 /// Creates the compaction for this request id, or returns the existing one (`false`).
@@ -53,27 +52,14 @@ pub async fn create(
     if let Some(row) = created {
         return Ok((row, true));
     }
-    let sql =
-        format!("SELECT {COLUMNS} FROM compactions WHERE conversation_id = $1 AND request_id = $2");
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(session)
-        .bind(request_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let sql = format!("SELECT {COLUMNS} FROM compactions WHERE conversation_id = $1 AND request_id = $2");
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session).bind(request_id).fetch_one(&mut *conn).await?;
     Ok((row, false))
 }
 
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    session: SessionId,
-) -> StoreResult<Vec<CompactionRow>> {
+pub async fn list(db: impl PgExecutor<'_>, org: OrgId, session: SessionId) -> StoreResult<Vec<CompactionRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM compactions WHERE org_id = $1 AND conversation_id = $2 ORDER BY created_at DESC, id DESC"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(org)
-        .bind(session)
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(org).bind(session).fetch_all(db).await?)
 }

@@ -95,10 +95,7 @@ pub async fn bump_session_counters(
         return Ok(());
     };
     let last = inserted.iter().map(|r| r.order_at).max();
-    let tool_calls = inserted
-        .iter()
-        .filter(|r| is_tool_call(&r.event_type))
-        .count() as i64;
+    let tool_calls = inserted.iter().filter(|r| is_tool_call(&r.event_type)).count() as i64;
     let errors = inserted.iter().filter(|r| is_error(&r.event_type)).count() as i64;
     sqlx::query(
         "UPDATE conversations SET event_count = event_count + $2, tool_call_count = tool_call_count + $3,
@@ -154,12 +151,11 @@ pub async fn list_events(
     limit: u32,
 ) -> StoreResult<Vec<EventRow>> {
     if let Some(seq) = after_seq {
-        let found: Option<(i64,)> =
-            sqlx::query_as("SELECT seq FROM events WHERE conversation_id = $1 AND seq = $2")
-                .bind(session)
-                .bind(seq)
-                .fetch_optional(db)
-                .await?;
+        let found: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE conversation_id = $1 AND seq = $2")
+            .bind(session)
+            .bind(seq)
+            .fetch_optional(db)
+            .await?;
         found.ok_or(super::StoreError::NotFound("event `after`"))?;
     }
     let rows = sqlx::query_as(

@@ -34,22 +34,21 @@ pub struct JobStart<'a> {
     pub kind: &'a str,
     pub session_id: Option<SessionId>,
     pub request_id: Option<&'a str>,
-    pub attempt: i32,
     pub max_attempts: i32,
 }
 
-/// Records that an attempt started (creating the record on the first one).
+/// Records that an attempt started (creating the record on the first one). `attempts` counts
+/// starts, so an attempt cut short by a killed worker counts too.
 pub async fn job_running(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id, started_at, created_at)
-         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, now(), to_timestamp($8::float8 / 1000))
-         ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts, EXCLUDED.attempts),
+         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, now(), to_timestamp($7::float8 / 1000))
+         ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = jobs.attempts + 1,
                 started_at = COALESCE(jobs.started_at, now()), updated_at = now()",
     )
     .bind(j.id)
     .bind(j.org_id)
     .bind(j.kind)
-    .bind(j.attempt)
     .bind(j.max_attempts)
     .bind(j.session_id)
     .bind(j.request_id)
@@ -83,11 +82,7 @@ pub async fn job_outcome(
     Ok(())
 }
 
-pub async fn get_job(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    id: JobId,
-) -> StoreResult<Option<JobRow>> {
+pub async fn get_job(db: impl PgExecutor<'_>, org: OrgId, id: JobId) -> StoreResult<Option<JobRow>> {
     Ok(sqlx::query_as(
         "SELECT id, org_id, kind, status, attempts, max_attempts, error, session_id, request_id, result,
                 created_at, started_at, finished_at, updated_at

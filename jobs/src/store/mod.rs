@@ -34,16 +34,10 @@ impl StoreError {
             StoreError::Database(e) => {
                 matches!(
                     e,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Tls(_)
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
                 ) || e.as_database_error().is_some_and(|d| {
                     // serialization_failure, deadlock_detected, too_many_connections, admin shutdown
-                    matches!(
-                        d.code().as_deref(),
-                        Some("40001" | "40P01" | "53300" | "57P01" | "57P03")
-                    )
+                    matches!(d.code().as_deref(), Some("40001" | "40P01" | "53300" | "57P01" | "57P03"))
                 })
             }
             _ => false,
@@ -72,11 +66,7 @@ pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sql
 }
 
 fn url_has_user(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(_, rest)| {
-        rest.split('/')
-            .next()
-            .is_some_and(|auth| auth.contains('@'))
-    })
+    url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|auth| auth.contains('@')))
 }
 
 /// The name of the account this process runs as, from /proc and /etc/passwd (no libc call).
@@ -85,12 +75,7 @@ fn os_username() -> Option<String> {
         return Some(user);
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_string();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');

@@ -70,11 +70,8 @@ pub struct Hit {
 
 fn push_where(qb: &mut QueryBuilder<Postgres>, org: OrgId, q: &str, f: &SessionFilter) {
     qb.push(" WHERE d.org_id = ").push_bind(org);
-    qb.push(" AND (d.tsv @@ websearch_to_tsquery('simple', ")
-        .push_bind(q.to_string());
-    qb.push(") OR ")
-        .push_bind(q.to_string())
-        .push(" <% d.body)");
+    qb.push(" AND (d.tsv @@ websearch_to_tsquery('simple', ").push_bind(q.to_string());
+    qb.push(") OR ").push_bind(q.to_string()).push(" <% d.body)");
     if let Some(p) = f.project_id {
         qb.push(" AND d.project_id = ").push_bind(p);
     }
@@ -111,17 +108,12 @@ pub async fn search(
     push_where(&mut count, org, q, filter);
     let (total,): (i64,) = count.build_query_as().fetch_one(db).await?;
 
-    let mut qb =
-        QueryBuilder::new("SELECT d.session_id, (ts_rank(d.tsv, websearch_to_tsquery('simple', ");
-    qb.push_bind(q.to_string())
-        .push(")) + word_similarity(")
-        .push_bind(q.to_string());
+    let mut qb = QueryBuilder::new("SELECT d.session_id, (ts_rank(d.tsv, websearch_to_tsquery('simple', ");
+    qb.push_bind(q.to_string()).push(")) + word_similarity(").push_bind(q.to_string());
     qb.push(", d.body))::float4 AS score, ");
-    for (col, name) in [
-        ("title", "title_highlight"),
-        ("summary", "summary_highlight"),
-        ("prompts", "prompts_highlight"),
-    ] {
+    for (col, name) in
+        [("title", "title_highlight"), ("summary", "summary_highlight"), ("prompts", "prompts_highlight")]
+    {
         qb.push(format!("CASE WHEN d.{col} IS NULL OR d.{col} = '' THEN NULL ELSE ts_headline('simple', d.{col}, websearch_to_tsquery('simple', "));
         qb.push_bind(q.to_string());
         qb.push(format!("), 'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=<em>, StopSel=</em>') END AS {name}, "));

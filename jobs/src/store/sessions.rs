@@ -99,12 +99,7 @@ async fn find_by_agent_session(
 /// Creates a Run (unless `run_id` names one) and a conversation in it. Idempotent on
 /// `agent_session_id`: a second create, even a concurrent one, returns the first session.
 #[tracing::instrument(skip_all, fields(org = %org, agent_session_id = new.agent_session_id.as_deref()))]
-pub async fn create_session(
-    pool: &PgPool,
-    org: OrgId,
-    user: UserId,
-    new: &NewSession,
-) -> StoreResult<Created> {
+pub async fn create_session(pool: &PgPool, org: OrgId, user: UserId, new: &NewSession) -> StoreResult<Created> {
     if let Some(agent_sid) = &new.agent_session_id
         && let Some(id) = find_by_agent_session(pool, org, agent_sid).await?
     {
@@ -114,23 +109,21 @@ pub async fn create_session(
     let started_at = new.started_at.unwrap_or_else(Utc::now);
 
     if let Some(project) = new.project_id {
-        let found: Option<(ProjectId,)> =
-            sqlx::query_as("SELECT id FROM projects WHERE id = $1 AND org_id = $2")
-                .bind(project)
-                .bind(org)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found: Option<(ProjectId,)> = sqlx::query_as("SELECT id FROM projects WHERE id = $1 AND org_id = $2")
+            .bind(project)
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
         found.ok_or(StoreError::NotFound("project"))?;
     }
     let (repository_id, repo_project) = match (&new.repository_id, &new.remote_url) {
         (Some(repo), _) => {
-            let found: Option<(RepoId, Option<ProjectId>)> = sqlx::query_as(
-                "SELECT id, project_id FROM repositories WHERE id = $1 AND org_id = $2",
-            )
-            .bind(repo)
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let found: Option<(RepoId, Option<ProjectId>)> =
+                sqlx::query_as("SELECT id, project_id FROM repositories WHERE id = $1 AND org_id = $2")
+                    .bind(repo)
+                    .bind(org)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let (id, project) = found.ok_or(StoreError::NotFound("repository"))?;
             (Some(id), project)
         }
@@ -155,12 +148,11 @@ pub async fn create_session(
 
     let run_id = match new.run_id {
         Some(run) => {
-            let found: Option<(RunId,)> =
-                sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND org_id = $2")
-                    .bind(run)
-                    .bind(org)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let found: Option<(RunId,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND org_id = $2")
+                .bind(run)
+                .bind(org)
+                .fetch_optional(&mut *tx)
+                .await?;
             found.ok_or(StoreError::NotFound("run"))?.0
         }
         None => {
@@ -230,18 +222,12 @@ pub async fn create_session(
             tx.rollback().await?;
             let agent_sid = new.agent_session_id.as_deref().unwrap_or_default();
             let existing = find_by_agent_session(pool, org, agent_sid).await?;
-            existing
-                .map(Created::Existing)
-                .ok_or(StoreError::NotFound("session"))
+            existing.map(Created::Existing).ok_or(StoreError::NotFound("session"))
         }
     }
 }
 
-pub async fn get_session(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    id: SessionId,
-) -> StoreResult<SessionRow> {
+pub async fn get_session(db: impl PgExecutor<'_>, org: OrgId, id: SessionId) -> StoreResult<SessionRow> {
     let sql = format!(
         "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
           WHERE c.org_id = $1 AND c.id = $2"
@@ -261,11 +247,7 @@ pub enum SessionRef {
 }
 
 /// Resolves a session reference within an org.
-pub async fn resolve_session(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    r: &SessionRef,
-) -> StoreResult<SessionId> {
+pub async fn resolve_session(db: impl PgExecutor<'_>, org: OrgId, r: &SessionRef) -> StoreResult<SessionId> {
     let found = match r {
         SessionRef::Id(id) => {
             let row: Option<(SessionId,)> =
@@ -368,20 +350,12 @@ pub async fn get_run(db: impl PgExecutor<'_>, org: OrgId, id: RunId) -> StoreRes
     .ok_or(StoreError::NotFound("run"))
 }
 
-pub async fn sessions_of_run(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    run: RunId,
-) -> StoreResult<Vec<SessionRow>> {
+pub async fn sessions_of_run(db: impl PgExecutor<'_>, org: OrgId, run: RunId) -> StoreResult<Vec<SessionRow>> {
     let sql = format!(
         "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
           WHERE c.org_id = $1 AND c.run_id = $2 ORDER BY c.started_at, c.id"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(org)
-        .bind(run)
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(org).bind(run).fetch_all(db).await?)
 }
 
 /// Token usage of one model within a session, cumulative.
@@ -408,11 +382,7 @@ pub struct MetricsSnapshot {
 }
 
 /// Raises the session's counters to the snapshot's (never lowers them).
-pub async fn apply_metrics(
-    conn: &mut sqlx::PgConnection,
-    session: SessionId,
-    m: &MetricsSnapshot,
-) -> StoreResult<()> {
+pub async fn apply_metrics(conn: &mut sqlx::PgConnection, session: SessionId, m: &MetricsSnapshot) -> StoreResult<()> {
     sqlx::query(
         "UPDATE conversations SET input_tokens = GREATEST(input_tokens, $2),
                 output_tokens = GREATEST(output_tokens, $3), cache_read_tokens = GREATEST(cache_read_tokens, $4),
@@ -463,11 +433,7 @@ pub struct SessionChanges {
     pub summary: Option<String>,
 }
 
-pub async fn apply_changes(
-    conn: &mut sqlx::PgConnection,
-    session: SessionId,
-    c: &SessionChanges,
-) -> StoreResult<()> {
+pub async fn apply_changes(conn: &mut sqlx::PgConnection, session: SessionId, c: &SessionChanges) -> StoreResult<()> {
     if c.title.is_none() && c.summary.is_none() {
         return Ok(());
     }
@@ -484,11 +450,7 @@ pub async fn apply_changes(
 }
 
 /// Locks the session row for the rest of the transaction; `NotFound` outside the org.
-pub async fn lock_session(
-    conn: &mut sqlx::PgConnection,
-    org: OrgId,
-    id: SessionId,
-) -> StoreResult<String> {
+pub async fn lock_session(conn: &mut sqlx::PgConnection, org: OrgId, id: SessionId) -> StoreResult<String> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT status FROM conversations WHERE org_id = $1 AND id = $2 FOR UPDATE")
             .bind(org)
@@ -533,17 +495,11 @@ pub struct ThreadRow {
 }
 
 /// Threads of the org, most recently active first, one page of them and their total.
-pub async fn list_threads(
-    pool: &PgPool,
-    org: OrgId,
-    page: u32,
-    per_page: u32,
-) -> StoreResult<(Vec<ThreadRow>, i64)> {
-    let (total,): (i64,) =
-        sqlx::query_as("SELECT count(DISTINCT thread_id) FROM conversations WHERE org_id = $1")
-            .bind(org)
-            .fetch_one(pool)
-            .await?;
+pub async fn list_threads(pool: &PgPool, org: OrgId, page: u32, per_page: u32) -> StoreResult<(Vec<ThreadRow>, i64)> {
+    let (total,): (i64,) = sqlx::query_as("SELECT count(DISTINCT thread_id) FROM conversations WHERE org_id = $1")
+        .bind(org)
+        .fetch_one(pool)
+        .await?;
     let rows = sqlx::query_as(
         "SELECT thread_id, count(*) AS session_count,
                 max(GREATEST(COALESCE(last_event_at, started_at), started_at, COALESCE(ended_at, started_at))) AS last_activity_at
@@ -578,10 +534,7 @@ pub async fn sessions_of_threads(
 }
 
 /// Per-model usage of a session.
-pub async fn models_of_session(
-    db: impl PgExecutor<'_>,
-    id: SessionId,
-) -> StoreResult<Vec<ModelUsage>> {
+pub async fn models_of_session(db: impl PgExecutor<'_>, id: SessionId) -> StoreResult<Vec<ModelUsage>> {
     let rows: Vec<(String, i64, i64, i64, i64, Option<Decimal>)> = sqlx::query_as(
         "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd
            FROM conversation_models WHERE conversation_id = $1 ORDER BY model",
@@ -591,32 +544,19 @@ pub async fn models_of_session(
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                model,
-                input_tokens,
-                output_tokens,
-                cache_read_tokens,
-                cache_write_tokens,
-                cost_usd,
-            )| ModelUsage {
-                model,
-                input_tokens,
-                output_tokens,
-                cache_read_tokens,
-                cache_write_tokens,
-                cost_usd,
-            },
-        )
+        .map(|(model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)| ModelUsage {
+            model,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cost_usd,
+        })
         .collect())
 }
 
 /// The sessions with these ids, in the order given (missing ones skipped).
-pub async fn sessions_by_ids(
-    db: impl PgExecutor<'_>,
-    org: OrgId,
-    ids: &[SessionId],
-) -> StoreResult<Vec<SessionRow>> {
+pub async fn sessions_by_ids(db: impl PgExecutor<'_>, org: OrgId, ids: &[SessionId]) -> StoreResult<Vec<SessionRow>> {
     let sql = format!(
         "SELECT {SESSION_COLUMNS} FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
           WHERE c.org_id = $1 AND c.id = ANY($2)"

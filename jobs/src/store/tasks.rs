@@ -138,10 +138,7 @@ pub async fn apply_observations(
 /// response names the agent (`tool_response.agentId`), otherwise the earliest unlinked call made
 /// before the subagent started, preferring one whose `subagent_type` matches.
 #[tracing::instrument(skip_all, fields(session = %session))]
-pub async fn link_launching_tool_calls(
-    conn: &mut PgConnection,
-    session: SessionId,
-) -> StoreResult<()> {
+pub async fn link_launching_tool_calls(conn: &mut PgConnection, session: SessionId) -> StoreResult<()> {
     sqlx::query(
         "UPDATE tasks t SET tool_use_id = e.tool_use_id,
                 description = COALESCE(t.description, e.data->'tool_input'->>'description')

@@ -1,0 +1,200 @@
+//! Each job kind's result, on c05 and on a real corpus session.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crewkit_jobs::domain::json_repair::repair_json;
+use crewkit_testkit::{TestApp, case, shared_dir};
+use serde_json::{Value, json};
+
+use super::{eventually, job_in};
+
+async fn end(app: &TestApp, sid: &str, body: Value) -> String {
+    let (status, ended) = app.post(&format!("/{}/sessions/{sid}/end", app.org), &body).await;
+    assert_eq!(status, 202, "{ended}");
+    ended["job"]["id"].as_str().unwrap().to_string()
+}
+
+async fn analysis(app: &TestApp, sid: &str) -> Value {
+    app.get(&format!("/{}/sessions/{sid}", app.org)).await.1
+}
+
+#[tokio::test]
+async fn the_analysis_of_c05_counts_its_tools_and_its_subagent() {
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({"agent_session_id": "c05"})).await["id"].as_str().unwrap().to_string();
+    app.ingest_and_wait(&sid, &case("c05-subagent-tasks.body.json")).await;
+    let job = end(&app, &sid, json!({})).await;
+    let done = job_in(&app, &job, "succeeded", 30).await;
+    assert_eq!(done["attempts"], 1);
+    let s = analysis(&app, &sid).await;
+    let a = &s["analysis"];
+    assert_eq!(a["tool_calls"]["by_tool"], json!({"Agent": 1, "Read": 1}), "{a}");
+    assert_eq!(a["files"]["read"], json!(["/home/user/app/schema.sql"]));
+    assert_eq!(a["subagents"]["count"], 1);
+    assert_eq!(a["subagents"]["by_type"], json!({"Explore": 1}));
+    assert_eq!(a["outcome"], "completed");
+    assert_eq!(a["event_count"], 5);
+    // 12:00:00 → 12:00:10, no gap over five minutes.
+    assert_eq!(a["active_seconds"], 10.0);
+}
+
+#[tokio::test]
+async fn the_analysis_of_a_real_session_matches_its_hook_log() {
+    let path = shared_dir().join("corpus/real/SantiagoCoronado__pragma-web-design-test__pre_tool_use.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        println!("SKIPPED: {} is absent", path.display());
+        return;
+    };
+    let payloads: Vec<Value> = serde_json::from_str(&repair_json(&bytes)).unwrap();
+    let mut by_session: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for p in payloads {
+        by_session.entry(p["session_id"].as_str().unwrap().to_string()).or_default().push(p);
+    }
+    let (agent_sid, payloads) = by_session.into_iter().max_by_key(|(_, v)| v.len()).unwrap();
+    let mut tools: BTreeMap<String, i64> = BTreeMap::new();
+    let mut read = BTreeSet::new();
+    for p in &payloads {
+        *tools.entry(p["tool_name"].as_str().unwrap().to_string()).or_default() += 1;
+        if p["tool_name"] == "Read" {
+            read.insert(p["tool_input"]["file_path"].as_str().unwrap().to_string());
+        }
+    }
+
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({"agent_session_id": agent_sid})).await["id"].as_str().unwrap().to_string();
+    let events: Vec<Value> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"id": format!("corpus-{i}"), "event_type": "PreToolUse", "timestamp": format!("2026-04-03T10:{:02}:{:02}Z", i / 60, i % 60), "data": p}))
+        .collect();
+    app.ingest_and_wait(&sid, &TestApp::json(json!({"events": events}))).await;
+    let job = end(&app, &sid, json!({})).await;
+    job_in(&app, &job, "succeeded", 30).await;
+    let a = analysis(&app, &sid).await["analysis"].clone();
+    let counted: BTreeMap<String, i64> = serde_json::from_value(a["tool_calls"]["by_tool"].clone()).unwrap();
+    assert_eq!(counted, tools);
+    assert_eq!(a["tool_calls"]["total"], payloads.len());
+    let files: BTreeSet<String> = serde_json::from_value(a["files"]["read"].clone()).unwrap();
+    assert_eq!(files, read);
+    assert_eq!(a["commands"]["count"], tools.get("Bash").copied().unwrap_or(0));
+}
+
+#[tokio::test]
+async fn a_compaction_digests_the_session_and_a_pre_compact_event_asks_for_one() {
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let events = json!({"events": [
+        {"event_type": "UserPromptSubmit", "timestamp": "2026-04-01T12:00:00Z", "data": {"prompt": "add a migration for users"}},
+        {"event_type": "PreToolUse", "timestamp": "2026-04-01T12:00:01Z", "data": {"tool_name": "Write", "tool_use_id": "w1", "tool_input": {"file_path": "/app/migrations/1.sql", "content": "CREATE TABLE users ();"}}},
+        {"event_type": "PreToolUse", "timestamp": "2026-04-01T12:00:02Z", "data": {"tool_name": "Bash", "tool_use_id": "b1", "tool_input": {"command": "cargo test"}}},
+        {"event_type": "PostToolUseFailure", "timestamp": "2026-04-01T12:00:03Z", "data": {"tool_name": "Bash", "tool_use_id": "b1", "error": "1 test failed"}},
+        {"event_type": "PreToolUse", "timestamp": "2026-04-01T12:00:04Z", "data": {"tool_name": "TodoWrite", "tool_use_id": "t1", "tool_input": {"todos": [{"content": "write migration", "status": "completed"}, {"content": "fix failing test", "status": "pending"}]}}},
+        {"event_type": "Stop", "timestamp": "2026-04-01T12:00:05Z", "data": {"last_assistant_message": "Migration added; one test still fails."}}
+    ]});
+    app.ingest_and_wait(&sid, &TestApp::json(events)).await;
+    let (_, c) = app.post(&format!("/{}/sessions/{sid}/compact", app.org), &json!({})).await;
+    job_in(&app, c["job"]["id"].as_str().unwrap(), "succeeded", 30).await;
+    let (_, list) = app.get(&format!("/{}/sessions/{sid}/compactions", app.org)).await;
+    let cmp = &list["data"][0];
+    assert_eq!(cmp["status"], "succeeded", "{cmp}");
+    let d = &cmp["digest"];
+    assert_eq!(d["goals"], json!(["add a migration for users"]));
+    assert_eq!(d["files_changed"], json!(["/app/migrations/1.sql"]));
+    assert_eq!(d["commands"], json!([{"command": "cargo test", "failed": true}]));
+    assert_eq!(d["errors"][0]["error"], "1 test failed");
+    assert_eq!(d["open_items"], json!(["fix failing test"]));
+    assert_eq!(d["decisions"], json!(["Migration added; one test still fails."]));
+    assert!(cmp["last_event_seq"].as_i64() > cmp["first_event_seq"].as_i64());
+    assert!(cmp["size_before"].as_i64().unwrap() > 0 && cmp["size_after"].as_i64().unwrap() > 0);
+
+    app.ingest_and_wait(
+        &sid,
+        &TestApp::json(json!({"events": [{"event_type": "PreCompact", "data": {"trigger": "auto"}}]})),
+    )
+    .await;
+    let cmp = eventually(20, "a pre_compact compaction", || async {
+        let (_, list) = app.get(&format!("/{}/sessions/{sid}/compactions", app.org)).await;
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["trigger"] == "pre_compact" && c["status"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert!(cmp["request_id"].as_str().unwrap().starts_with("pre_compact:"));
+}
+
+#[tokio::test]
+async fn late_events_after_the_end_make_a_new_analysis() {
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    app.ingest_and_wait(
+        &sid,
+        &TestApp::json(json!({"events": [{"event_type": "PreToolUse", "data": {"tool_name": "Read"}}]})),
+    )
+    .await;
+    let job = end(&app, &sid, json!({})).await;
+    job_in(&app, &job, "succeeded", 30).await;
+    assert_eq!(analysis(&app, &sid).await["analysis"]["event_count"], 1);
+    app.ingest_and_wait(
+        &sid,
+        &TestApp::json(json!({"events": [{"event_type": "PreToolUse", "data": {"tool_name": "Bash"}}]})),
+    )
+    .await;
+    eventually(30, "a re-analysis with the late event", || async {
+        let a = analysis(&app, &sid).await["analysis"].clone();
+        (a["event_count"] == 2).then_some(())
+    })
+    .await;
+    let a = analysis(&app, &sid).await["analysis"].clone();
+    assert_eq!(a["tool_calls"]["by_tool"], json!({"Bash": 1, "Read": 1}));
+    let (versions,): (i64,) = sqlx::query_as("SELECT count(*) FROM session_analyses").fetch_one(&app.db).await.unwrap();
+    assert_eq!(versions, 2);
+}
+
+#[tokio::test]
+async fn every_analysis_sees_the_end_and_all_events_sent_before_it() {
+    let app = TestApp::spawn().await;
+    let mut jobs = Vec::new();
+    for i in 0..200 {
+        let sid = app.create_session(json!({"agent_session_id": format!("loop-{i}")})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let batch = json!({"events": [
+            {"event_type": "UserPromptSubmit", "data": {"prompt": format!("task {i}")}},
+            {"event_type": "PreToolUse", "data": {"tool_name": "Bash", "tool_input": {"command": "true"}}},
+            {"event_type": "Stop", "data": {"last_assistant_message": "done"}}
+        ]});
+        let (status, _) = app.ingest(&sid, &TestApp::json(batch)).await;
+        assert_eq!(status, 202);
+        // End at once: the events are accepted but maybe not yet persisted.
+        jobs.push((sid.clone(), end(&app, &sid, json!({})).await));
+    }
+    for (sid, job) in &jobs {
+        job_in(&app, job, "succeeded", 60).await;
+        let s = analysis(&app, sid).await;
+        assert!(s["ended_at"].is_string());
+        assert_eq!(s["analysis"]["event_count"], 3, "{sid}: the analysis missed events");
+        assert_eq!(s["analysis"]["outcome"], "completed");
+        assert!(s["summary"].as_str().unwrap().starts_with("task "), "{}", s["summary"]);
+    }
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed_and_analysed() {
+    let vars = std::collections::HashMap::from([
+        ("CREWKIT_IDLE_TIMEOUT_SECS".to_string(), "1".to_string()),
+        ("CREWKIT_SCHEDULE_SECS".to_string(), "1".to_string()),
+    ]);
+    let app = TestApp::spawn_with(true, vars).await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let s = eventually(30, "the idle session to be closed", || async {
+        let s = analysis(&app, &sid).await;
+        (s["status"] == "ended" && s["analysis"].is_object()).then_some(s)
+    })
+    .await;
+    assert_eq!(s["end_reason"], "idle");
+    assert_eq!(s["analysis"]["outcome"], "abandoned");
+}
