@@ -22,6 +22,12 @@ pub enum AdminCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Rebuild the search index from PostgreSQL, for one organisation or all of them.
+    Reindex {
+        /// The organisation's slug (default: every organisation).
+        #[arg(long)]
+        org: Option<String>,
+    },
     /// Create an API key for a user of an organisation (creating the user if needed).
     CreateKey {
         /// The organisation's slug.
@@ -56,6 +62,22 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<serde_jso
             let (_, secret) = orgs::create_api_key(&mut *tx, org.id, user, None).await?;
             tx.commit().await?;
             json!({"user_id": user.to_string(), "api_key": secret.expose()})
+        }
+        AdminCommand::Reindex { org } => {
+            let org_id = match org {
+                Some(slug) => Some(orgs::find_org_by_slug(&db, &slug).await?.id),
+                None => None,
+            };
+            let sessions: Vec<(crewkit_jobs::ids::SessionId, crewkit_jobs::ids::OrgId)> = sqlx::query_as(
+                "SELECT id, org_id FROM conversations WHERE $1::uuid IS NULL OR org_id = $1 ORDER BY id",
+            )
+            .bind(org_id)
+            .fetch_all(&db)
+            .await?;
+            for (session, org) in &sessions {
+                crewkit_jobs::store::search::index_session(&db, *org, *session).await?;
+            }
+            json!({"indexed": sessions.len()})
         }
     };
     Ok(out)

@@ -161,7 +161,11 @@ pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, Job
     let Some((status,)) = status else {
         return Err(JobError::Permanent(format!("session {} does not exist in org {}", job.session_id, job.org_id)));
     };
-    let (rows, facts, duplicates) = prepare(job);
+    // Repair, parse and hash every event: CPU work, kept off the async threads.
+    let owned = job.clone();
+    let (rows, facts, duplicates) = tokio::task::spawn_blocking(move || prepare(&owned))
+        .await
+        .map_err(|e| JobError::Permanent(format!("preparing the batch failed: {e}")))?;
     let mut tx = db.begin().await.map_err(StoreError::from)?;
     let (inserted, skipped) =
         match events::insert_events(&mut *tx, job.org_id, job.session_id, job.received_at, &rows).await {

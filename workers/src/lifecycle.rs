@@ -5,7 +5,8 @@
 //! apalis-redis 1.0.0 re-schedules every failed attempt itself (at now + attempt seconds) until a
 //! hard-coded 25 attempts and ignores `max_attempts`, so the cap is enforced here: a permanent
 //! error, a panic, or the last allowed attempt returns `AbortError`, which apalis-redis treats as
-//! final (the task goes to the queue's dead set).
+//! final (the task goes to the queue's dead set). Its backoff is linear and fixed, so
+//! `hold_before_retry` stretches it to exponential.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -89,5 +90,28 @@ where
     if let Err(e) = jobs::job_outcome(db, id, status, error.as_deref(), value.as_ref()).await {
         tracing::warn!(error = %e, "could not record job outcome");
     }
+    if status == "queued" {
+        tokio::time::sleep(hold_before_retry(attempt)).await;
+    }
     result
+}
+
+/// apalis-redis re-schedules a failed attempt `attempt` seconds later, a linear backoff that
+/// cannot be configured. Holding the failed attempt this much longer before handing it back
+/// makes the gaps between attempts exponential: 1, 2, 4, 8, … seconds. The cost is a worker slot
+/// held meanwhile, which is also a natural brake while a dependency is down.
+pub fn hold_before_retry(attempt: usize) -> std::time::Duration {
+    let wanted = 1u64 << attempt.saturating_sub(1).min(10);
+    std::time::Duration::from_secs(wanted.saturating_sub(attempt as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hold_before_retry;
+
+    #[test]
+    fn with_apalis_redis_own_delay_the_gaps_double() {
+        let gaps: Vec<u64> = (1..=6).map(|a| hold_before_retry(a).as_secs() + a as u64).collect();
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 32]);
+    }
 }

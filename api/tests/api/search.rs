@@ -123,3 +123,19 @@ async fn a_blank_or_oversized_query_is_400() {
     let (status, p) = app.get(&format!("/{}/sessions/search", app.org)).await;
     assert_eq!(status, 400, "{p}");
 }
+
+#[tokio::test]
+async fn admin_reindex_rebuilds_the_index_from_postgres() {
+    // No worker: nothing gets indexed by jobs.
+    let app = TestApp::spawn_without_worker().await;
+    let s = app.create_session(json!({"title": "rebuild me"})).await;
+    let (_, before) = app.get(&format!("/{}/sessions/search?q=rebuild", app.org)).await;
+    assert_eq!(before["total"], 0);
+    let out =
+        crewkit_api::admin::run(&app.config, crewkit_api::admin::AdminCommand::Reindex { org: Some(app.org.clone()) })
+            .await
+            .unwrap();
+    assert_eq!(out["indexed"], 1);
+    let (_, after) = app.get(&format!("/{}/sessions/search?q=rebuild", app.org)).await;
+    assert_eq!(after["data"][0]["id"], s["id"]);
+}

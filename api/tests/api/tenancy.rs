@@ -52,3 +52,55 @@ async fn c10_a_key_of_one_org_sees_nothing_of_another() {
     let (_, list) = app.get(&format!("/{}/sessions?agent_session_id=b-1", app.org)).await;
     assert_eq!(list["total"], 0);
 }
+
+#[tokio::test]
+async fn every_org_scoped_operation_in_the_spec_is_404_for_another_orgs_key() {
+    let app = TestApp::spawn_without_worker().await;
+    let (b, b_key) = app.other_org().await;
+    let post_b = |path: String, body: serde_json::Value| {
+        let app = &app;
+        let key = b_key.clone();
+        async move { app.post_as(&key, &path, TestApp::json(body)).await.1 }
+    };
+    let session = post_b(format!("/{b}/sessions"), json!({})).await;
+    let sid = session["id"].as_str().unwrap().to_string();
+    let ended = post_b(format!("/{b}/sessions/{sid}/end"), json!({})).await;
+    let job_id = ended["job"]["id"].as_str().unwrap().to_string();
+    let key = post_b(format!("/{b}/api-keys"), json!({})).await;
+    let key_id = key["id"].as_str().unwrap().to_string();
+    let pushed = app.jobs_pushed("analyze_session").await;
+
+    let spec: serde_json::Value = serde_json::from_str(&crewkit_api::startup::openapi_json()).unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        if !path.starts_with("/{org_id}") {
+            continue;
+        }
+        let id = if path.starts_with("/{org_id}/jobs/") {
+            &job_id
+        } else if path.starts_with("/{org_id}/api-keys/") {
+            &key_id
+        } else {
+            &sid
+        };
+        let url = path.replace("{org_id}", &b).replace("{session_id}", &sid).replace("{id}", id);
+        for method in item.as_object().unwrap().keys() {
+            let query = if path.ends_with("/search") { "?q=plan" } else { "" };
+            let resp = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), app.url(&format!("{url}{query}")))
+                .bearer_auth(&app.api_key)
+                .header("content-type", "application/json")
+                .body(r#"{"events": [{"event_type": "Stop"}], "email": "x@example.com"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 404, "{method} {url}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 24, "only {checked} operations checked");
+    assert_eq!(app.jobs_pushed("analyze_session").await, pushed, "nothing enqueued");
+    let (_, still) = app.get_as(&b_key, &format!("/{b}/api-keys")).await;
+    assert!(still["data"].as_array().unwrap().iter().all(|k| k["revoked_at"].is_null()), "no key was revoked");
+}
