@@ -209,6 +209,52 @@ impl Queues {
         }
     }
 
+    /// Deletes what apalis-redis keeps forever: the payload and state of tasks that ended (done
+    /// or dead) longer ago than `older_than`, walking the done and dead sets in small steps
+    /// (`SSCAN`) so Redis is never blocked. Their records stay in PostgreSQL. Returns how many
+    /// tasks were removed, at most `max` per call.
+    pub async fn vacuum(&self, kind: JobKind, older_than: Duration, max: usize) -> Result<usize, QueueError> {
+        let config = self.config(kind);
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .saturating_sub(older_than.as_secs());
+        let mut conn = self.conn.clone();
+        let mut removed = 0;
+        for set in [config.done_jobs_set(), config.dead_jobs_set()] {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, ids): (u64, Vec<String>) =
+                    redis::cmd("SSCAN").arg(&set).arg(cursor).arg("COUNT").arg(200).query_async(&mut conn).await?;
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.hget(format!("{}:{id}", config.job_meta_hash()), "done_at");
+                }
+                let done_at: Vec<Option<u64>> =
+                    if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+                let mut delete = redis::pipe();
+                let before = removed;
+                for (id, at) in ids.iter().zip(done_at) {
+                    if at.is_some_and(|t| t <= cutoff) && removed < max {
+                        delete.hdel(config.job_data_hash(), id).ignore();
+                        delete.del(format!("{}:{id}", config.job_meta_hash())).ignore();
+                        delete.srem(&set, id).ignore();
+                        removed += 1;
+                    }
+                }
+                if removed > before {
+                    let _: () = delete.query_async(&mut conn).await?;
+                }
+                cursor = next;
+                if cursor == 0 || removed >= max {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The key counting a session's ingestion jobs not yet persisted.
     pub fn pending_key(&self, session: SessionId) -> String {
         format!("{}:pending-ingest:{session}", self.prefix)

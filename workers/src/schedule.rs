@@ -1,4 +1,5 @@
-//! Scheduled work, every `CREWKIT_SCHEDULE_SECS`: close idle sessions and reconcile lost work.
+//! Scheduled work, every `CREWKIT_SCHEDULE_SECS`: close idle sessions, reconcile lost work, and
+//! vacuum ended tasks out of Redis.
 //! Every worker process that serves the analysis queue runs this loop; a Redis lock (`SET NX`
 //! with an expiry just under the interval) lets one of them do each round, and the queries use
 //! `SKIP LOCKED`, so even two at once would not do the work twice.
@@ -6,6 +7,11 @@
 use std::time::Duration;
 
 use crate::WorkerState;
+use crewkit_jobs::queue::JobKind;
+
+/// How long the queue keeps an ended task (its payload, for `retry`, and its state); the job
+/// record in PostgreSQL stays. apalis-redis itself never deletes anything.
+const KEEP_ENDED_TASKS: Duration = Duration::from_secs(7 * 24 * 3600);
 use crewkit_jobs::service;
 
 pub async fn run(state: WorkerState) {
@@ -23,6 +29,13 @@ pub async fn run(state: WorkerState) {
         }
         if let Err(e) = service::reconcile(&state.db, &state.queues).await {
             tracing::warn!(error = %e, "reconcile failed; next round retries");
+        }
+        for kind in JobKind::ALL {
+            match state.queues.vacuum(*kind, KEEP_ENDED_TASKS, 10_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(kind = kind.name(), removed = n, "vacuumed ended tasks from Redis"),
+                Err(e) => tracing::warn!(error = %e, "vacuum failed; next round retries"),
+            }
         }
     }
 }

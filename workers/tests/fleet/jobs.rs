@@ -198,3 +198,36 @@ async fn idle_sessions_are_closed_and_analysed() {
     assert_eq!(s["end_reason"], "idle");
     assert_eq!(s["analysis"]["outcome"], "abandoned");
 }
+
+#[tokio::test]
+async fn vacuum_removes_ended_tasks_from_redis_and_their_records_stay() {
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let accepted = app
+            .ingest_and_wait(&sid, &TestApp::json(json!({"events": [{"event_type": "Stop", "id": format!("v{i}")}]})))
+            .await;
+        jobs.push(accepted["job_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(app.jobs_pushed("persist_events").await, 3);
+    let c = &app.config;
+    let queues =
+        crewkit_jobs::queue::Queues::new(&c.redis_url, &c.queue_prefix, c.redis_response_timeout, c.worker_heartbeat)
+            .unwrap();
+    let kind = crewkit_jobs::queue::JobKind::PersistEvents;
+    // Too young to go.
+    assert_eq!(queues.vacuum(kind, std::time::Duration::from_secs(3600), 100).await.unwrap(), 0);
+    eventually(10, "all three tasks to be done in Redis", || async {
+        (queues.vacuum(kind, std::time::Duration::ZERO, 100).await.unwrap() > 0).then_some(())
+    })
+    .await;
+    eventually(10, "the data hash to be empty", || async {
+        let _ = queues.vacuum(kind, std::time::Duration::ZERO, 100).await;
+        (app.jobs_pushed("persist_events").await == 0).then_some(())
+    })
+    .await;
+    for id in &jobs {
+        assert_eq!(super::job(&app, id).await["status"], "succeeded");
+    }
+}
