@@ -21,71 +21,96 @@ pub const MAX_MONEY_USD: i64 = 1_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money(pub Decimal);
 
-impl Type for Money {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
+/// An amount of US dollars sent by a client: 0 to below 10⁹, read exactly (never through f64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoneyInput(pub Decimal);
 
-    fn name() -> std::borrow::Cow<'static, str> {
-        "money".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new_with_format("number", "decimal");
+fn money_schema(bounded: bool) -> MetaSchemaRef {
+    let mut schema = MetaSchema::new_with_format("number", "decimal");
+    if bounded {
         schema.minimum = Some(0.0);
         schema.exclusive_maximum = Some(true);
         schema.maximum = Some(MAX_MONEY_USD as f64);
-        MetaSchemaRef::Inline(Box::new(schema))
     }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
+    MetaSchemaRef::Inline(Box::new(schema))
 }
 
-impl ToJSON for Money {
-    fn to_json(&self) -> Option<Value> {
-        // A decimal of up to 15 significant digits survives f64 exactly in its shortest text
-        // form, which is what serde_json prints: 0.1 is written `0.1`, never 0.1000000000000000055.
-        let normalized = self.0.normalize();
-        if normalized.scale() == 0
-            && let Some(i) = normalized.to_i64()
-        {
-            return Some(Value::from(i));
+fn money_to_json(d: Decimal) -> Option<Value> {
+    // A decimal of up to 15 significant digits survives f64 exactly in its shortest text form,
+    // which is what serde_json prints: 0.1 is written `0.1`, never 0.1000000000000000055.
+    let normalized = d.normalize();
+    if normalized.scale() == 0
+        && let Some(i) = normalized.to_i64()
+    {
+        return Some(Value::from(i));
+    }
+    normalized.to_f64().and_then(serde_json::Number::from_f64).map(Value::Number)
+}
+
+/// Parses the JSON text of a number (or a string) as a decimal.
+fn decimal_from_text(text: &str) -> Option<Decimal> {
+    let text = text.trim_matches('"');
+    text.parse().ok().or_else(|| Decimal::from_scientific(text).ok())
+}
+
+macro_rules! money_type {
+    ($ty:ident, $name:literal, $bounded:expr) => {
+        impl Type for $ty {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                money_schema($bounded)
+            }
+
+            fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
         }
-        normalized.to_f64().and_then(serde_json::Number::from_f64).map(Value::Number)
-    }
-}
 
-impl ParseFromJSON for Money {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::Number(n)) => n.to_string().parse().map(Money).map_err(|_| ParseError::custom("not a decimal")),
-            Some(Value::String(s)) => s.parse().map(Money).map_err(|_| ParseError::custom("not a decimal")),
-            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        impl ToJSON for $ty {
+            fn to_json(&self) -> Option<Value> {
+                money_to_json(self.0)
+            }
         }
-    }
+
+        impl ParseFromJSON for $ty {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                match &value {
+                    Some(Value::Number(n)) => decimal_from_text(&n.to_string()),
+                    Some(Value::String(s)) => decimal_from_text(s),
+                    _ => None,
+                }
+                .map($ty)
+                .ok_or_else(|| ParseError::expected_type(value.unwrap_or_default()))
+            }
+        }
+    };
 }
 
-/// Read from the JSON text of the number (or a string), so `0.1` is exactly one tenth: never
-/// through `f64`.
-impl<'de> serde::Deserialize<'de> for Money {
+money_type!(Money, "money", false);
+money_type!(MoneyInput, "money_input", true);
+
+/// Read from the JSON text of the number, so `0.1` is exactly one tenth.
+impl<'de> serde::Deserialize<'de> for MoneyInput {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
-        let text = raw.get().trim_matches('"');
-        let value: Decimal = text
-            .parse()
-            .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|_| serde::de::Error::custom(format!("{} is not a decimal number", raw.get())))?;
+        let value = decimal_from_text(raw.get())
+            .ok_or_else(|| serde::de::Error::custom(format!("{} is not a decimal number", raw.get())))?;
         if value.is_sign_negative() || value >= Decimal::from(MAX_MONEY_USD) {
             return Err(serde::de::Error::custom(format!("must be from 0 to below {MAX_MONEY_USD}")));
         }
         // Stored as NUMERIC(20, 10): ten decimal places are kept, rounding half to even.
-        Ok(Money(value.round_dp(10)))
+        Ok(MoneyInput(value.round_dp(10)))
     }
 }
 

@@ -11,7 +11,7 @@ use super::{ApiTags, parse_id, parse_time, request_id};
 use crate::auth::ApiKey;
 use crate::body::OptionalJsonBody;
 use crate::error::ApiError;
-use crate::models::{Compaction, Job, Money, Session};
+use crate::models::{Compaction, Job, MoneyInput, Session};
 use crate::state::AppState;
 use crewkit_jobs::ids::SessionId;
 use crewkit_jobs::service::{self, EndSession};
@@ -40,7 +40,7 @@ pub struct ModelMetricsInput {
     pub cache_creation_input_tokens: Option<u64>,
     /// Cost in USD (a decimal number).
     #[oai(skip_serializing_if_is_none)]
-    pub cost_usd: Option<Money>,
+    pub cost_usd: Option<MoneyInput>,
 }
 
 /// A cumulative snapshot of a session's usage. Counters never go down: an older snapshot that
@@ -61,7 +61,7 @@ pub struct ModelMetricsInputTotals {
     pub cache_creation_input_tokens: Option<u64>,
     /// Cost in USD (a decimal number).
     #[oai(skip_serializing_if_is_none)]
-    pub cost_usd: Option<Money>,
+    pub cost_usd: Option<MoneyInput>,
     /// The same per model.
     #[oai(skip_serializing_if_is_none)]
     pub models: Option<Vec<ModelMetricsInput>>,
