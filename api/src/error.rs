@@ -129,6 +129,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            StoreError::Invalid(msg) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg),
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry later", 5)
@@ -212,13 +213,31 @@ impl ApiResponse for ApiError {
     }
 }
 
+/// poem-openapi's parameter errors, in words a client can act on.
+fn humanize(reason: &str) -> String {
+    if reason.contains("expects an input value") {
+        "is required".to_string()
+    } else if let Some(rule) = reason.strip_prefix("verification failed. ") {
+        format!("is out of range ({rule})")
+    } else if reason.starts_with("failed to parse") {
+        let got = reason.split("expected").nth(1).map(|s| s.trim()).unwrap_or_default();
+        if got.is_empty() {
+            "has an invalid value".to_string()
+        } else {
+            format!("has an invalid value (expected {got})")
+        }
+    } else {
+        reason.to_string()
+    }
+}
+
 /// Renders anything that failed outside a handler as a problem, keeping our own errors as they are.
 pub async fn catch_all(err: poem::Error) -> Response {
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return api.clone().into_response();
     }
     if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
-        return ApiError::invalid(p.name, "invalid_parameter", p.reason.clone()).into_response();
+        return ApiError::invalid(p.name, "invalid_parameter", humanize(&p.reason)).into_response();
     }
     if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseRequestPayloadError>() {
         return ApiError::invalid("body", "invalid_body", p.reason.clone()).into_response();

@@ -407,7 +407,8 @@ impl Task {
 pub struct Event {
     /// The event id (`evt_…`).
     pub id: String,
-    /// Arrival order across all events (not within a session); pass the last one read as `after`.
+    /// The order events were stored in (across all sessions, not their timeline); pass the last one
+    /// read as `after` to read on.
     pub seq: i64,
     /// The hook event name, such as `PostToolUse`.
     pub event_type: String,

@@ -47,18 +47,31 @@ async fn json_of(db: &PgPool, sql: &'static str, session: SessionId) -> StoreRes
     Ok(v.unwrap_or(Value::Null))
 }
 
+/// The same, for queries over tool calls: `$2` is the event type that stands for a call.
+async fn calls_json(db: &PgPool, sql: &'static str, session: SessionId, call_event: &str) -> StoreResult<Value> {
+    let (v,): (Option<Value>,) = sqlx::query_as(sql).bind(session).bind(call_event).fetch_one(db).await?;
+    Ok(v.unwrap_or(Value::Null))
+}
+
 /// Computes the analysis of a session (without storing it).
 pub async fn analyze(db: &PgPool, org: OrgId, id: SessionId) -> StoreResult<(Value, i64, Option<String>)> {
     let session = sessions::get_session(db, org, id).await?;
-    let by_tool = json_of(
+    // A call is its PreToolUse; logs that recorded only PostToolUse (older hook set-ups) count those.
+    let (has_pre,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM events WHERE conversation_id = $1 AND event_type = 'PreToolUse')")
+            .bind(id)
+            .fetch_one(db)
+            .await?;
+    let call_event = if has_pre { "PreToolUse" } else { "PostToolUse" };
+    let by_tool = calls_json(
         db,
         "SELECT COALESCE(jsonb_object_agg(tool_name, n), '{}') FROM (
             SELECT tool_name, count(*) AS n FROM events
              WHERE conversation_id = $1 AND tool_name IS NOT NULL
-               AND event_type = CASE WHEN EXISTS (SELECT 1 FROM events WHERE conversation_id = $1 AND event_type = 'PreToolUse')
-                                     THEN 'PreToolUse' ELSE 'PostToolUse' END
+               AND event_type = $2
              GROUP BY tool_name) t",
         id,
+        call_event,
     )
     .await?;
     let failures = json_of(
@@ -73,26 +86,28 @@ pub async fn analyze(db: &PgPool, org: OrgId, id: SessionId) -> StoreResult<(Val
         id,
     )
     .await?;
-    let files = json_of(
+    let files = calls_json(
         db,
         "SELECT jsonb_build_object(
                 'read', COALESCE(jsonb_agg(DISTINCT path) FILTER (WHERE tool_name = 'Read'), '[]'),
                 'edited', COALESCE(jsonb_agg(DISTINCT path) FILTER (WHERE tool_name IN ('Edit', 'MultiEdit', 'NotebookEdit')), '[]'),
                 'written', COALESCE(jsonb_agg(DISTINCT path) FILTER (WHERE tool_name = 'Write'), '[]'))
            FROM (SELECT tool_name, COALESCE(data->'tool_input'->>'file_path', data->'tool_input'->>'notebook_path') AS path
-                   FROM events WHERE conversation_id = $1 AND event_type = 'PreToolUse'
+                   FROM events WHERE conversation_id = $1 AND event_type = $2
                     AND tool_name IN ('Read', 'Edit', 'MultiEdit', 'Write', 'NotebookEdit')
                   LIMIT 5000) f WHERE path IS NOT NULL",
         id,
+        call_event,
     )
     .await?;
-    let commands = json_of(
+    let commands = calls_json(
         db,
         "SELECT jsonb_build_object('count', count(*), 'items', COALESCE(jsonb_agg(cmd) FILTER (WHERE rn <= 100), '[]'))
            FROM (SELECT row_number() OVER (ORDER BY order_at, seq) AS rn, left(data->'tool_input'->>'command', 500) AS cmd
-                   FROM events WHERE conversation_id = $1 AND event_type = 'PreToolUse' AND tool_name = 'Bash'
+                   FROM events WHERE conversation_id = $1 AND event_type = $2 AND tool_name = 'Bash'
                     AND data->'tool_input'->>'command' IS NOT NULL) c",
         id,
+        call_event,
     )
     .await?;
     let prompts = json_of(
@@ -117,7 +132,7 @@ pub async fn analyze(db: &PgPool, org: OrgId, id: SessionId) -> StoreResult<(Val
     })?;
     let subagents = json_of(
         db,
-        "SELECT jsonb_build_object('count', count(*),
+        "SELECT jsonb_build_object('count', COALESCE(sum(n), 0),
                 'by_type', COALESCE(jsonb_object_agg(agent_type, n) FILTER (WHERE agent_type IS NOT NULL), '{}'))
            FROM (SELECT agent_type, count(*) AS n FROM tasks WHERE conversation_id = $1 AND kind = 'subagent' GROUP BY agent_type) t",
         id,

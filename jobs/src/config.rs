@@ -187,18 +187,36 @@ impl Config {
             worker_concurrency: (num("CREWKIT_WORKER_CONCURRENCY")? as usize).max(1),
             shutdown_timeout: Duration::from_secs(num("CREWKIT_SHUTDOWN_TIMEOUT_SECS")?),
             log_format,
-            queue_concurrency: vars
-                .iter()
-                .filter_map(|(k, v)| {
-                    let queue = k.strip_prefix("CREWKIT_WORKER_CONCURRENCY_")?;
-                    Some((queue.to_ascii_lowercase(), v.parse::<usize>().ok()?.max(1)))
-                })
-                .collect(),
+            queue_concurrency: queue_concurrency(vars)?,
             idle_timeout: Duration::from_secs(num("CREWKIT_IDLE_TIMEOUT_SECS")?),
             schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
             faults: opt("CREWKIT_FAULTS"),
         })
     }
+}
+
+/// `CREWKIT_WORKER_CONCURRENCY_<QUEUE>=N` for known queues; anything else there is an error, not
+/// a silently ignored setting.
+fn queue_concurrency(vars: &HashMap<String, String>) -> Result<HashMap<String, usize>, ConfigError> {
+    let mut out = HashMap::new();
+    for (key, value) in vars {
+        let Some(queue) = key.strip_prefix("CREWKIT_WORKER_CONCURRENCY_") else { continue };
+        let err = |reason: String| ConfigError {
+            name: "CREWKIT_WORKER_CONCURRENCY_<QUEUE>",
+            value: format!("{key}={value}"),
+            reason,
+        };
+        let queue = queue.to_ascii_lowercase();
+        if crate::queue::JobKind::from_queue(&queue).is_none() {
+            return Err(err(format!(
+                "unknown queue `{queue}`; the queues are {}",
+                crate::queue::JobKind::queue_names()
+            )));
+        }
+        let n: usize = value.parse().map_err(|_| err("expected a whole number".into()))?;
+        out.insert(queue, n.max(1));
+    }
+    Ok(out)
 }
 
 /// Secrets (database password, Meilisearch key) never reach a log line.
@@ -245,6 +263,15 @@ mod tests {
         let vars = HashMap::from([("CREWKIT_BIND".to_string(), "nowhere".to_string())]);
         let err = Config::from_vars(&vars).unwrap_err();
         assert_eq!(err.name, "CREWKIT_BIND");
+    }
+
+    #[test]
+    fn per_queue_concurrency_must_name_a_queue_and_a_number() {
+        let vars = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        let c = Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_INGEST", "16")).unwrap();
+        assert_eq!((c.concurrency_for("ingest"), c.concurrency_for("search")), (16, 4));
+        assert!(Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_INGEST", "abc")).is_err());
+        assert!(Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_PERSIST_EVENTS", "4")).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => JobError::Permanent(format!("{what} not found")),
-            StoreError::Conflict(msg) => JobError::Permanent(msg),
+            StoreError::Conflict(msg) | StoreError::Invalid(msg) => JobError::Permanent(msg),
             // Anything else from the database (connection, timeout, lock) is worth another try;
             // data errors are handled inside the job so they never reach this point.
             other => JobError::Retryable(other.to_string()),

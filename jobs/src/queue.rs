@@ -57,6 +57,11 @@ impl JobKind {
         }
     }
 
+    /// The queue names, for messages: `ingest, analysis, compaction, search`.
+    pub fn queue_names() -> String {
+        Self::ALL.iter().map(|k| k.queue()).collect::<Vec<_>>().join(", ")
+    }
+
     pub fn from_queue(name: &str) -> Option<JobKind> {
         Self::ALL.iter().copied().find(|k| k.queue() == name)
     }

@@ -61,6 +61,7 @@ macro_rules! register {
         $monitor.register(move |_restarts| {
             let config = &state.config;
             let concurrency = config.concurrency_for(kind.queue());
+            tracing::info!(queue = kind.queue(), job = kind.name(), concurrency, "worker starting");
             let storage = RedisStorage::<$args>::new(state.queues.connection())
                 // Prefetch no more than we run, or one worker hoards the queue.
                 .with_config(state.queues.config(kind).batch_size(concurrency))

@@ -21,7 +21,10 @@ async fn main() -> anyhow::Result<()> {
     let kinds = cli
         .queues
         .iter()
-        .map(|q| JobKind::from_queue(q).ok_or_else(|| anyhow::anyhow!("unknown queue `{q}`")))
+        .map(|q| {
+            JobKind::from_queue(q)
+                .ok_or_else(|| anyhow::anyhow!("unknown queue `{q}`; the queues are {}", JobKind::queue_names()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     crewkit_workers::run(config, &kinds, crewkit_jobs::telemetry::shutdown_signal()).await
 }

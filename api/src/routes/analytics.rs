@@ -39,11 +39,15 @@ struct Window {
 }
 
 async fn scope(state: &AppState, p: &Principal, w: Window) -> Result<Scope, ApiError> {
+    let has_end = w.end_date.is_some();
     let start = w.start_date.as_deref().map(|s| bound("start_date", s)).transpose()?;
     let end = w.end_date.as_deref().map(|s| bound("end_date", s)).transpose()?;
     let (start, end) = an::resolve_window(&state.db, &w.tz, start, end).await.map_err(|e| match e {
         WindowError::TimeZone(_) => ApiError::invalid("tz", "invalid_time_zone", e.to_string()),
-        WindowError::Empty | WindowError::TooLong(_) => ApiError::invalid("end_date", "invalid_window", e.to_string()),
+        WindowError::Empty | WindowError::TooLong(_) => {
+            let field = if has_end { "end_date" } else { "start_date" };
+            ApiError::invalid(field, "invalid_window", e.to_string())
+        }
         WindowError::Store(s) => s.into(),
     })?;
     Ok(Scope {

@@ -141,7 +141,17 @@ impl EventsApi {
             let errors = rejected
                 .iter()
                 .map(|r| FieldProblem {
-                    field: format!("events[{}]", r.index),
+                    field: format!(
+                        "events[{}]{}",
+                        r.index,
+                        match r.code.as_str() {
+                            "invalid_timestamp" => ".timestamp",
+                            "invalid_event_type" => ".event_type",
+                            "invalid_id" => ".id",
+                            "invalid_data" => ".data",
+                            _ => "",
+                        }
+                    ),
                     code: r.code.clone(),
                     message: r.message.clone(),
                 })

@@ -67,6 +67,38 @@ pub struct ModelMetricsInputTotals {
     pub models: Option<Vec<ModelMetricsInput>>,
 }
 
+/// The most tokens a counter may hold (far above any real session, far below overflow).
+pub const MAX_TOKENS: u64 = 1_000_000_000_000_000;
+
+impl ModelMetricsInputTotals {
+    /// Refuses counters no session can reach, naming the field.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let too_big = |field: &str, v: Option<u64>| match v {
+            Some(n) if n > MAX_TOKENS => Err(ApiError::invalid(
+                &format!("model_metrics.{field}"),
+                "out_of_range",
+                format!("at most {MAX_TOKENS}"),
+            )),
+            _ => Ok(()),
+        };
+        too_big("input_tokens", self.input_tokens)?;
+        too_big("output_tokens", self.output_tokens)?;
+        too_big("cache_read_input_tokens", self.cache_read_input_tokens)?;
+        too_big("cache_creation_input_tokens", self.cache_creation_input_tokens)?;
+        for (i, m) in self.models.iter().flatten().enumerate() {
+            for (field, v) in [
+                ("input_tokens", m.input_tokens),
+                ("output_tokens", m.output_tokens),
+                ("cache_read_input_tokens", m.cache_read_input_tokens),
+                ("cache_creation_input_tokens", m.cache_creation_input_tokens),
+            ] {
+                too_big(&format!("models[{i}].{field}"), v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn tokens(v: Option<u64>) -> i64 {
     v.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -216,7 +248,13 @@ impl SessionUpdatesApi {
         let end = EndSession {
             summary: text_field("summary", b.summary, 65_536)?,
             end_reason: text_field("end_reason", b.end_reason, 64)?.unwrap_or_else(|| "client".into()),
-            metrics: b.model_metrics.as_ref().map(MetricsSnapshot::from),
+            metrics: match &b.model_metrics {
+                Some(m) => {
+                    m.check()?;
+                    Some(MetricsSnapshot::from(m))
+                }
+                None => None,
+            },
             ended_at: b.ended_at.as_deref().map(|t| parse_time("ended_at", t)).transpose()?,
             request_id: request_id(req),
         };
@@ -224,6 +262,7 @@ impl SessionUpdatesApi {
             StoreError::Conflict(_) => {
                 ApiError::new(poem::http::StatusCode::CONFLICT, "already_ended", "the session has ended already")
             }
+            StoreError::Invalid(msg) => ApiError::invalid("ended_at", "invalid_field", msg),
             other => other.into(),
         })?;
         let session = sessions::get_session(&state.db, p.org_id, id).await?.into();

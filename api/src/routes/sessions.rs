@@ -144,7 +144,12 @@ impl CreateSession {
         };
         Ok(NewSession {
             agent_name: opt_trimmed("agent_name", &self.agent_name, 64)?.unwrap_or_else(|| "claude-code".into()),
-            agent_session_id: opt_trimmed("agent_session_id", &self.agent_session_id, 256)?,
+            agent_session_id: match opt_trimmed("agent_session_id", &self.agent_session_id, 256)? {
+                None if self.agent_session_id.is_some() => {
+                    return Err(ApiError::invalid("agent_session_id", "invalid_field", "must not be empty"));
+                }
+                other => other,
+            },
             component: opt_trimmed("component", &self.component, 256)?,
             title: opt_trimmed("title", &self.title, 1024)?,
             remote_url: match opt_trimmed("remote_url", &self.remote_url, 2048)? {
@@ -313,6 +318,9 @@ impl SessionsApi {
         let p = auth.for_org(&org_id)?;
         let id: SessionId = parse_id("id", &id)?;
         let b = body.0;
+        if let Some(m) = &b.model_metrics {
+            m.check()?;
+        }
         let metrics = b.model_metrics.as_ref().map(MetricsSnapshot::from);
         let changes = SessionChanges {
             title: text_field("title", b.title, 1024)?,

@@ -149,3 +149,35 @@ async fn threads_group_continued_conversations_newest_activity_first() {
     let (status, p) = app.get(&format!("/{}/sessions/threads?per_page=0", app.org)).await;
     assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some("per_page")));
 }
+
+#[tokio::test]
+async fn impossible_values_are_refused_and_analytics_survive_the_largest_allowed() {
+    let app = TestApp::spawn_without_worker().await;
+    let sid = session(&app).await;
+    let (status, p) = patch(&app, &sid, json!({"model_metrics": {"input_tokens": 9223372036854775807u64}})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (400, Some("model_metrics.input_tokens")), "{p}");
+    let (status, p) = patch(&app, &sid, json!({"model_metrics": {"cost_usd": 1e16}})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (400, Some("model_metrics.cost_usd")), "{p}");
+    // The largest allowed counters, on several sessions: sums must not overflow.
+    for _ in 0..3 {
+        let sid = session(&app).await;
+        let max = 1_000_000_000_000_000u64;
+        let body = json!({"model_metrics": {"input_tokens": max, "output_tokens": max, "cache_read_input_tokens": max,
+            "cache_creation_input_tokens": max, "cost_usd": 999999999.99, "models": [{"model": "m", "input_tokens": max}]}});
+        assert_eq!(patch(&app, &sid, body).await.0, 200);
+    }
+    for view in ["summary", "timeseries?metric=tokens", "by-agent", "cost-breakdown", "by-user", "team-overview"] {
+        let sep = if view.contains('?') { "&" } else { "?" };
+        let (status, v) = app.get(&format!("/{}/sessions/analytics/{view}{sep}tz=UTC", app.org)).await;
+        assert_eq!(status, 200, "{view}: {v}");
+    }
+    let (status, p) =
+        app.post(&format!("/{}/sessions/{sid}/end", app.org), &json!({"ended_at": "2000-01-01T00:00:00Z"})).await;
+    assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some("ended_at")), "{p}");
+    let (status, p) = app.post(&format!("/{}/sessions", app.org), &json!({"agent_session_id": ""})).await;
+    assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (400, Some("agent_session_id")), "{p}");
+    let (status, p) = app
+        .ingest(&sid, &TestApp::json(json!({"events": [{"event_type": "Stop", "timestamp": "0000-01-01T00:00:00Z"}]})))
+        .await;
+    assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (422, Some("events[0].timestamp")), "{p}");
+}

@@ -5,7 +5,7 @@
 //! Each event's `data` stays a `RawValue`: the API never builds a tree for it, it only forwards
 //! the bytes to the queue; the worker is where the data is looked into.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -107,8 +107,14 @@ fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<QueuedEv
         Some(v) => {
             let text = serde_json::from_str::<String>(v.get())
                 .map_err(|_| ("invalid_timestamp", "`timestamp` must be an RFC 3339 string".to_string()))?;
-            parse_timestamp(&text)
-                .ok_or_else(|| ("invalid_timestamp", format!("`timestamp` {text:?} is not an RFC 3339 date-time")))?
+            let t = parse_timestamp(&text)
+                .ok_or_else(|| ("invalid_timestamp", format!("`timestamp` {text:?} is not an RFC 3339 date-time")))?;
+            // Nothing an agent sent happened before 2000: such a date is a broken clock or a
+            // placeholder, and would place the event decades before its session.
+            if t.year() < 2000 {
+                return Err(("invalid_timestamp", format!("`timestamp` {text:?} is before the year 2000")));
+            }
+            t
         }
     };
 

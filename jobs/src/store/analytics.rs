@@ -194,7 +194,7 @@ pub async fn breakdown(pool: &PgPool, scope: &Scope, by: Dimension, limit: Optio
          SELECT {key} AS key, max({label}) AS label, count(*) AS sessions,
                 COALESCE(sum(s.cost_usd), 0) AS cost_usd,
                 bool_and(s.cost_usd IS NOT NULL) AS cost_complete,
-                COALESCE(sum(s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens), 0) AS tokens,
+                COALESCE(sum(s.input_tokens::numeric + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens), 0) AS tokens,
                 count(DISTINCT s.user_id) AS users
            FROM s {join}
           GROUP BY {key}
@@ -210,12 +210,15 @@ pub async fn by_model(pool: &PgPool, scope: &Scope) -> StoreResult<Vec<Group>> {
          m AS (
             SELECT m.model, s.id AS session, s.user_id, COALESCE(m.cost_usd, 0) AS cost,
                    m.cost_usd IS NOT NULL AS known,
-                   m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens AS tokens
+                   m.input_tokens::numeric + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens AS tokens
               FROM s JOIN conversation_models m ON m.conversation_id = s.id
             UNION ALL
             SELECT '(unattributed)', s.id, s.user_id,
                    s.cost_usd - COALESCE((SELECT sum(cm.cost_usd) FROM conversation_models cm WHERE cm.conversation_id = s.id), 0),
-                   true, 0
+                   true,
+                   (s.input_tokens::numeric + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens)
+                     - COALESCE((SELECT sum(cm.input_tokens::numeric + cm.output_tokens + cm.cache_read_tokens + cm.cache_write_tokens)
+                                   FROM conversation_models cm WHERE cm.conversation_id = s.id), 0)
               FROM s WHERE s.cost_usd IS NOT NULL
          )
          SELECT model AS key, NULL::text AS label, count(DISTINCT session) AS sessions,
@@ -258,7 +261,7 @@ pub async fn timeseries(pool: &PgPool, scope: &Scope, interval: Interval, metric
         Metric::Sessions => "count(*)::numeric",
         Metric::Cost => "COALESCE(sum(cost_usd), 0)",
         Metric::Tokens => {
-            "COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)::numeric"
+            "COALESCE(sum(input_tokens::numeric + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
         }
     };
     let sql = format!(

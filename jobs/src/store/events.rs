@@ -84,8 +84,7 @@ pub async fn insert_events(
     Ok(inserted)
 }
 
-/// Raises a session's counters by what was really inserted. A session never starts after its
-/// first event (events may be backfilled, or the agent's clock may be behind ours).
+/// Raises a session's counters by what was really inserted.
 pub async fn bump_session_counters(
     db: impl PgExecutor<'_>,
     session: SessionId,
@@ -100,8 +99,7 @@ pub async fn bump_session_counters(
     sqlx::query(
         "UPDATE conversations SET event_count = event_count + $2, tool_call_count = tool_call_count + $3,
                 error_count = error_count + $4, first_event_at = LEAST(first_event_at, $5),
-                last_event_at = GREATEST(last_event_at, $6), updated_at = now(),
-                started_at = LEAST(started_at, $5)
+                last_event_at = GREATEST(last_event_at, $6), updated_at = now()
           WHERE id = $1",
     )
     .bind(session)

@@ -472,6 +472,11 @@ pub async fn end_session(
     if lock_session(conn, org, id).await? == "ended" {
         return Err(StoreError::Conflict("the session has ended already".into()));
     }
+    let (started_at,): (DateTime<Utc>,) =
+        sqlx::query_as("SELECT started_at FROM conversations WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
+    if ended_at < started_at {
+        return Err(StoreError::Invalid(format!("ended_at is before the session started ({started_at})")));
+    }
     sqlx::query(
         "UPDATE conversations SET status = 'ended', end_reason = $2, summary = COALESCE($3, summary),
                 ended_at = $4, updated_at = now()

@@ -231,3 +231,23 @@ async fn vacuum_removes_ended_tasks_from_redis_and_their_records_stay() {
         assert_eq!(super::job(&app, id).await["status"], "succeeded");
     }
 }
+
+#[tokio::test]
+async fn a_log_with_only_post_tool_use_still_counts_its_calls_commands_and_files() {
+    let app = TestApp::spawn().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let events = json!({"events": [
+        {"event_type": "PostToolUse", "data": {"tool_name": "Bash", "tool_input": {"command": "ls"}, "tool_response": {"stdout": ""}}},
+        {"event_type": "PostToolUse", "data": {"tool_name": "Read", "tool_input": {"file_path": "/a.rs"}}},
+        {"event_type": "SubagentStart", "data": {"agent_id": "x1", "agent_type": "Explore"}},
+        {"event_type": "SubagentStart", "data": {"agent_id": "x2", "agent_type": "Explore"}}
+    ]});
+    app.ingest_and_wait(&sid, &TestApp::json(events)).await;
+    let job = end(&app, &sid, json!({})).await;
+    job_in(&app, &job, "succeeded", 30).await;
+    let a = analysis(&app, &sid).await["analysis"].clone();
+    assert_eq!(a["tool_calls"]["total"], 2, "{a}");
+    assert_eq!(a["commands"]["count"], 1);
+    assert_eq!(a["files"]["read"], json!(["/a.rs"]));
+    assert_eq!(a["subagents"], json!({"count": 2, "by_type": {"Explore": 2}}));
+}
