@@ -135,6 +135,11 @@ impl Config {
             default: "60",
             meaning: "how often workers close idle sessions and reconcile lost work",
         },
+        Variable {
+            name: "CREWKIT_FAULTS",
+            default: "(unset)",
+            meaning: "tests only: inject faults into jobs, e.g. analyze_session=fail",
+        },
         Variable { name: "CREWKIT_LOG_FORMAT", default: "pretty", meaning: "`pretty` or `json`" },
         Variable { name: "RUST_LOG", default: "info", meaning: "log filter (tracing-subscriber syntax)" },
     ];
