@@ -136,6 +136,11 @@ impl Config {
             meaning: "how often workers close idle sessions and reconcile lost work",
         },
         Variable {
+            name: "CREWKIT_PRICES_FILE",
+            default: "(embedded table)",
+            meaning: "a newer LiteLLM model_prices_and_context_window.json to price tokens with",
+        },
+        Variable {
             name: "CREWKIT_FAULTS",
             default: "(unset)",
             meaning: "tests only: inject faults into jobs, e.g. analyze_session=fail",

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod index_session;
 pub mod lifecycle;
 pub mod persist_events;
+pub mod pricing;
 pub mod queue;
 pub mod service;
 pub mod store;

@@ -16,6 +16,29 @@ use crate::store::compactions::{self, CompactionRow};
 use crate::store::jobs::{self, JobStart};
 use crate::store::sessions::{self, MetricsSnapshot, SessionChanges};
 
+/// Prices what the client sent without a cost: each model's cost from its tokens, and the
+/// session's as their sum when every model's price is known (otherwise it stays unknown).
+pub fn fill_costs(m: &MetricsSnapshot) -> MetricsSnapshot {
+    let table = crate::pricing::PriceTable::global();
+    let mut m = m.clone();
+    for u in &mut m.models {
+        if u.cost_usd.is_none() {
+            let usage = crate::pricing::Usage {
+                input: u.input_tokens,
+                output: u.output_tokens,
+                cache_read: u.cache_read_tokens,
+                cache_write: u.cache_write_tokens,
+                cache_write_1h: u.cache_write_1h_tokens,
+            };
+            u.cost_usd = table.cost(&u.model, usage);
+        }
+    }
+    if m.cost_usd.is_none() && !m.models.is_empty() {
+        m.cost_usd = m.models.iter().map(|u| u.cost_usd).sum::<Option<rust_decimal::Decimal>>();
+    }
+    m
+}
+
 /// Creates a session (see `sessions::create_session`) and asks for it to be indexed.
 pub async fn create_session(
     db: &PgPool,
@@ -43,7 +66,7 @@ pub async fn update_session(
     let mut tx = db.begin().await?;
     sessions::lock_session(&mut tx, org, id).await?;
     if let Some(m) = metrics {
-        sessions::apply_metrics(&mut tx, id, m).await?;
+        sessions::apply_metrics(&mut tx, id, &fill_costs(m)).await?;
     }
     sessions::apply_changes(&mut tx, id, changes).await?;
     tx.commit().await?;
@@ -90,7 +113,7 @@ pub async fn end_session(
     let ended_at = end.ended_at.unwrap_or_else(Utc::now);
     sessions::end_session(&mut tx, org, id, &end.end_reason, end.summary.as_deref(), ended_at).await?;
     if let Some(m) = &end.metrics {
-        sessions::apply_metrics(&mut tx, id, m).await?;
+        sessions::apply_metrics(&mut tx, id, &fill_costs(m)).await?;
     }
     let job = queued(JobKind::AnalyzeSession, org, id, end.request_id.as_deref());
     jobs::job_queued(&mut *tx, &job).await?;

@@ -38,7 +38,10 @@ pub struct ModelMetricsInput {
     /// Tokens written to the prompt cache.
     #[oai(skip_serializing_if_is_none)]
     pub cache_creation_input_tokens: Option<u64>,
-    /// Cost in USD (a decimal number).
+    /// Of `cache_creation_input_tokens`, those written for one hour (priced higher).
+    #[oai(skip_serializing_if_is_none)]
+    pub cache_creation_1h_input_tokens: Option<u64>,
+    /// Cost in USD (a decimal number); absent: computed from the tokens with the price table.
     #[oai(skip_serializing_if_is_none)]
     pub cost_usd: Option<MoneyInput>,
 }
@@ -91,6 +94,7 @@ impl ModelMetricsInputTotals {
                 ("output_tokens", m.output_tokens),
                 ("cache_read_input_tokens", m.cache_read_input_tokens),
                 ("cache_creation_input_tokens", m.cache_creation_input_tokens),
+                ("cache_creation_1h_input_tokens", m.cache_creation_1h_input_tokens),
             ] {
                 too_big(&format!("models[{i}].{field}"), v)?;
             }
@@ -121,6 +125,7 @@ impl From<&ModelMetricsInputTotals> for MetricsSnapshot {
                     output_tokens: tokens(u.output_tokens),
                     cache_read_tokens: tokens(u.cache_read_input_tokens),
                     cache_write_tokens: tokens(u.cache_creation_input_tokens),
+                    cache_write_1h_tokens: tokens(u.cache_creation_1h_input_tokens),
                     cost_usd: u.cost_usd.map(|c| c.0),
                 })
                 .collect(),

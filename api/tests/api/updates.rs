@@ -181,3 +181,24 @@ async fn impossible_values_are_refused_and_analytics_survive_the_largest_allowed
         .await;
     assert_eq!((status.as_u16(), p["errors"][0]["field"].as_str()), (422, Some("events[0].timestamp")), "{p}");
 }
+
+#[tokio::test]
+async fn a_cost_not_given_is_computed_from_tokens_and_an_unknown_models_stays_unknown() {
+    let app = TestApp::spawn_without_worker().await;
+    let sid = session(&app).await;
+    // c06's one API call: 10 in, 300 out, 1000 cache read, 2000 cache written for one hour.
+    let body = json!({"model_metrics": {"input_tokens": 10, "output_tokens": 300, "models": [{
+        "model": "claude-sonnet-4-6", "input_tokens": 10, "output_tokens": 300, "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 2000, "cache_creation_1h_input_tokens": 2000}]}});
+    let (status, s) = patch(&app, &sid, body).await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["model_metrics"]["cost_usd"].to_string(), "0.01683");
+
+    let other = session(&app).await;
+    let body = json!({"model_metrics": {"models": [{"model": "glm-4.6", "input_tokens": 500}]}});
+    let (_, s) = patch(&app, &other, body).await;
+    assert!(s["model_metrics"].get("cost_usd").is_none(), "unknown, not 0: {s}");
+    let (_, summary) = app.get(&format!("/{}/sessions/analytics/summary", app.org)).await;
+    assert_eq!(summary["cost_complete"], false);
+    assert_eq!(summary["total_cost_usd"].to_string(), "0.01683");
+}

@@ -366,6 +366,8 @@ pub struct ModelUsage {
     pub output_tokens: i64,
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
+    /// Of `cache_write_tokens`, those written for one hour (only used to price them; not stored).
+    pub cache_write_1h_tokens: i64,
     pub cost_usd: Option<Decimal>,
 }
 
@@ -555,6 +557,7 @@ pub async fn models_of_session(db: impl PgExecutor<'_>, id: SessionId) -> StoreR
             output_tokens,
             cache_read_tokens,
             cache_write_tokens,
+            cache_write_1h_tokens: 0,
             cost_usd,
         })
         .collect())
