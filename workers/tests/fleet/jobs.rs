@@ -36,6 +36,21 @@ async fn the_analysis_of_c05_counts_its_tools_and_its_subagent() {
     assert_eq!(a["event_count"], 5);
     // 12:00:00 → 12:00:10, no gap over five minutes.
     assert_eq!(a["active_seconds"], 10.0);
+
+    // compact_session on c05: nothing changed or run; the subagent's report is a decision.
+    let (_, c) = app.post(&format!("/{}/sessions/{sid}/compact", app.org), &json!({})).await;
+    job_in(&app, c["job"]["id"].as_str().unwrap(), "succeeded", 30).await;
+    let (_, list) = app.get(&format!("/{}/sessions/{sid}/compactions", app.org)).await;
+    let d = &list["data"][0]["digest"];
+    assert_eq!((d["files_changed"].clone(), d["commands"].clone()), (json!([]), json!([])));
+    assert_eq!(d["decisions"], json!(["Found 3 tables."]));
+
+    // index_session on c05: found by the file its subagent read.
+    eventually(20, "c05 to be searchable", || async {
+        let (_, res) = app.get(&format!("/{}/sessions/search?q=schema.sql", app.org)).await;
+        (res["data"][0]["id"] == sid.as_str()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -53,10 +68,18 @@ async fn the_analysis_of_a_real_session_matches_its_hook_log() {
     let (agent_sid, payloads) = by_session.into_iter().max_by_key(|(_, v)| v.len()).unwrap();
     let mut tools: BTreeMap<String, i64> = BTreeMap::new();
     let mut read = BTreeSet::new();
+    let mut changed = BTreeSet::new();
     for p in &payloads {
         *tools.entry(p["tool_name"].as_str().unwrap().to_string()).or_default() += 1;
-        if p["tool_name"] == "Read" {
-            read.insert(p["tool_input"]["file_path"].as_str().unwrap().to_string());
+        let path = p["tool_input"]["file_path"].as_str().map(str::to_string);
+        match (p["tool_name"].as_str().unwrap(), path) {
+            ("Read", Some(f)) => {
+                read.insert(f);
+            }
+            ("Edit" | "MultiEdit" | "Write" | "NotebookEdit", Some(f)) => {
+                changed.insert(f);
+            }
+            _ => {}
         }
     }
 
@@ -77,6 +100,24 @@ async fn the_analysis_of_a_real_session_matches_its_hook_log() {
     let files: BTreeSet<String> = serde_json::from_value(a["files"]["read"].clone()).unwrap();
     assert_eq!(files, read);
     assert_eq!(a["commands"]["count"], tools.get("Bash").copied().unwrap_or(0));
+
+    // compact_session on the same real session: the digest lists exactly the files it changed.
+    let (_, c) = app.post(&format!("/{}/sessions/{sid}/compact", app.org), &json!({})).await;
+    job_in(&app, c["job"]["id"].as_str().unwrap(), "succeeded", 30).await;
+    let (_, list) = app.get(&format!("/{}/sessions/{sid}/compactions", app.org)).await;
+    let digest = &list["data"][0]["digest"];
+    let files: BTreeSet<String> = serde_json::from_value(digest["files_changed"].clone()).unwrap();
+    assert_eq!(files, changed);
+    assert_eq!(digest["commands"].as_array().unwrap().len() as i64, tools.get("Bash").copied().unwrap_or(0).min(50));
+    assert!(list["data"][0]["size_after"].as_i64() < list["data"][0]["size_before"].as_i64(), "a digest is smaller");
+
+    // index_session on it: found by a file it changed.
+    let file = changed.iter().next().expect("the session changed files").rsplit('/').next().unwrap().to_string();
+    eventually(20, "the real session to be searchable by a file it changed", || async {
+        let (_, res) = app.get(&format!("/{}/sessions/search?q={file}", app.org)).await;
+        res["data"].as_array().unwrap().iter().any(|h| h["id"] == sid.as_str()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
