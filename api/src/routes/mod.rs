@@ -9,6 +9,8 @@ use poem_openapi::Tags;
 use crate::error::ApiError;
 use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::IdError;
+use crewkit_jobs::store::orgs::Principal;
+use crewkit_jobs::store::sessions::SessionFilter;
 
 pub mod admin;
 pub mod analytics;
@@ -55,6 +57,38 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
 /// The request id (from `X-Request-Id` or generated), carried into the jobs a request queues.
 pub fn request_id(req: &poem::Request) -> Option<String> {
     req.extensions().get::<poem::middleware::ReqId>().map(|r| r.to_string())
+}
+
+/// Pages needed for `total` items.
+pub fn total_pages(total: i64, per_page: u32) -> i64 {
+    (total + i64::from(per_page) - 1) / i64::from(per_page)
+}
+
+/// The list's filters as their query parameters give them (shared by list and search).
+pub struct ListParams {
+    pub project_id: Option<String>,
+    pub repo: Option<String>,
+    pub agent_name: Option<String>,
+    pub current_user_only: bool,
+    pub status: Option<crate::models::SessionStatus>,
+    pub agent_session_id: Option<String>,
+    pub started_after: Option<String>,
+    pub started_before: Option<String>,
+}
+
+impl ListParams {
+    pub fn into_filter(self, p: &Principal) -> Result<SessionFilter, ApiError> {
+        Ok(SessionFilter {
+            project_id: self.project_id.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
+            repo_slug: self.repo.filter(|s| !s.is_empty()),
+            agent_name: self.agent_name.filter(|s| !s.is_empty()),
+            user_id: self.current_user_only.then_some(p.user_id),
+            status: self.status.map(|s| s.as_str().to_string()),
+            agent_session_id: self.agent_session_id,
+            started_after: self.started_after.as_deref().map(|s| parse_time("started_after", s)).transpose()?,
+            started_before: self.started_before.as_deref().map(|s| parse_time("started_before", s)).transpose()?,
+        })
+    }
 }
 
 pub fn default_page() -> u32 {

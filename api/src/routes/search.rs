@@ -6,13 +6,13 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::{ApiTags, parse_id, parse_time};
+use super::ApiTags;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::models::{Session, SessionStatus};
 use crate::state::AppState;
 use crewkit_jobs::store::search;
-use crewkit_jobs::store::sessions::{self, SessionFilter};
+use crewkit_jobs::store::sessions;
 
 pub struct SearchApi;
 
@@ -103,16 +103,17 @@ impl SearchApi {
         if q.is_empty() {
             return Err(ApiError::invalid("q", "invalid_parameter", "must not be blank"));
         }
-        let filter = SessionFilter {
-            project_id: project_id.0.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
-            repo_slug: repo.0.filter(|s| !s.is_empty()),
-            agent_name: agent_name.0.filter(|s| !s.is_empty()),
-            user_id: current_user_only.0.then_some(p.user_id),
-            status: status.0.map(|s| s.as_str().to_string()),
+        let filter = super::ListParams {
+            project_id: project_id.0,
+            repo: repo.0,
+            agent_name: agent_name.0,
+            current_user_only: current_user_only.0,
+            status: status.0,
             agent_session_id: None,
-            started_after: started_after.0.as_deref().map(|s| parse_time("started_after", s)).transpose()?,
-            started_before: started_before.0.as_deref().map(|s| parse_time("started_before", s)).transpose()?,
-        };
+            started_after: started_after.0,
+            started_before: started_before.0,
+        }
+        .into_filter(p)?;
         let (hits, total) = search::search(&state.db, p.org_id, &q, &filter, page.0, per_page.0).await?;
         let ids: Vec<_> = hits.iter().map(|h| h.session_id).collect();
         let rows = sessions::sessions_by_ids(&state.db, p.org_id, &ids).await?;
@@ -134,7 +135,7 @@ impl SearchApi {
             page: page.0,
             per_page: per_page.0,
             total,
-            total_pages: (total + i64::from(per_page.0) - 1) / i64::from(per_page.0),
+            total_pages: super::total_pages(total, per_page.0),
             engine: "postgres".to_string(),
         }))
     }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::session_updates::{UpdateSession, text_field};
-use super::{ApiTags, parse_id, parse_time};
+use super::{ApiTags, parse_id};
 use crate::auth::ApiKey;
 use crate::body::JsonBody;
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crewkit_jobs::domain::RemoteUrl;
 use crewkit_jobs::domain::ingest::parse_timestamp;
 use crewkit_jobs::ids::{ProjectId, RepoId, RunId, SessionId};
-use crewkit_jobs::store::sessions::{self, Created, NewSession, SessionFilter};
+use crewkit_jobs::store::sessions::{self, Created, NewSession};
 use crewkit_jobs::store::sessions::{MetricsSnapshot, SessionChanges};
 use crewkit_jobs::store::{compactions, tasks};
 
@@ -245,26 +245,24 @@ impl SessionsApi {
         started_before: Query<Option<String>>,
     ) -> Result<Json<SessionList>, ApiError> {
         let p = auth.for_org(&org_id)?;
-        let filter = SessionFilter {
-            project_id: project_id.0.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
-            repo_slug: repo.0.filter(|s| !s.is_empty()),
-            agent_name: agent_name.0.filter(|s| !s.is_empty()),
-            user_id: current_user_only.0.then_some(p.user_id),
-            status: status.0.map(|s| match s {
-                SessionStatus::Active => "active".to_string(),
-                SessionStatus::Ended => "ended".to_string(),
-            }),
+        let filter = super::ListParams {
+            project_id: project_id.0,
+            repo: repo.0,
+            agent_name: agent_name.0,
+            current_user_only: current_user_only.0,
+            status: status.0,
             agent_session_id: agent_session_id.0,
-            started_after: started_after.0.as_deref().map(|s| parse_time("started_after", s)).transpose()?,
-            started_before: started_before.0.as_deref().map(|s| parse_time("started_before", s)).transpose()?,
-        };
+            started_after: started_after.0,
+            started_before: started_before.0,
+        }
+        .into_filter(p)?;
         let (rows, total) = sessions::list_sessions(&state.db, p.org_id, &filter, page.0, per_page.0).await?;
         Ok(Json(SessionList {
             data: rows.into_iter().map(Session::from).collect(),
             page: page.0,
             per_page: per_page.0,
             total,
-            total_pages: (total + i64::from(per_page.0) - 1) / i64::from(per_page.0),
+            total_pages: super::total_pages(total, per_page.0),
         }))
     }
 

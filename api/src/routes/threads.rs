@@ -86,7 +86,7 @@ impl ThreadsApi {
             page: page.0,
             per_page: per_page.0,
             total,
-            total_pages: (total + i64::from(per_page.0) - 1) / i64::from(per_page.0),
+            total_pages: super::total_pages(total, per_page.0),
         }))
     }
 }
