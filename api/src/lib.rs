@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backpressure;
 pub mod body;
 pub mod error;
 pub mod models;

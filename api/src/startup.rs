@@ -95,10 +95,12 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let listener = tokio::spawn(crate::revocation::listen(self.state.clone()));
+        let sampler = tokio::spawn(crate::backpressure::sample(self.state.clone()));
         let result = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app(self.state), shutdown, Some(std::time::Duration::from_secs(10)))
             .await;
         listener.abort();
+        sampler.abort();
         result
     }
 }

@@ -1,6 +1,7 @@
 //! What every request shares: the pools, the queues and the caches of the hot path.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -21,6 +22,9 @@ pub struct AppState {
     /// (org, path session id) → session. Sessions are never deleted, so entries stay valid;
     /// the ingestion hot path then needs no PostgreSQL round trip at all.
     pub sessions: Cache<(OrgId, String), SessionId>,
+    /// Ingestion jobs waiting in Redis, sampled in the background (`backpressure`), so the hot
+    /// path checks a number instead of asking Redis.
+    pub ingest_depth: Arc<AtomicU64>,
 }
 
 impl AppState {
@@ -31,6 +35,7 @@ impl AppState {
                 .time_to_live(config.auth_cache_ttl.max(Duration::from_millis(1)))
                 .build(),
             sessions: Cache::builder().max_capacity(200_000).build(),
+            ingest_depth: Arc::new(AtomicU64::new(0)),
             db,
             queues,
             config: Arc::new(config),

@@ -45,6 +45,8 @@ pub struct Config {
     pub schedule_interval: Duration,
     /// Test-only fault injection, `kind=fail|panic|delay:<ms>,…` (see `workers::faults`).
     pub faults: Option<String>,
+    /// Above this many waiting ingestion jobs, ingestion answers 503 and accepts nothing.
+    pub max_queue_depth: u64,
 }
 
 impl Config {
@@ -136,6 +138,11 @@ impl Config {
             meaning: "how often workers close idle sessions and reconcile lost work",
         },
         Variable {
+            name: "CREWKIT_MAX_QUEUE_DEPTH",
+            default: "100000",
+            meaning: "ingestion jobs waiting above which ingestion answers 503 with Retry-After",
+        },
+        Variable {
             name: "CREWKIT_PRICES_FILE",
             default: "(embedded table)",
             meaning: "a newer LiteLLM model_prices_and_context_window.json to price tokens with",
@@ -201,6 +208,7 @@ impl Config {
             idle_timeout: Duration::from_secs(num("CREWKIT_IDLE_TIMEOUT_SECS")?),
             schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
             faults: opt("CREWKIT_FAULTS"),
+            max_queue_depth: num("CREWKIT_MAX_QUEUE_DEPTH")?,
         })
     }
 }

@@ -167,6 +167,7 @@ impl EventsApi {
         let request_id = super::request_id(req);
         let job =
             PersistEvents { org_id: p.org_id, session_id: session, received_at, request_id, events: batch.accepted };
+        crate::backpressure::check(&state)?;
         let job_id = state.queues.push_ingest(&job).await?;
         tracing::debug!(%job_id, accepted, rejected = rejected.len(), "batch queued");
         Ok(IngestResponse::Accepted(Json(IngestAccepted { accepted, rejected, job_id: job_id.to_string() })))

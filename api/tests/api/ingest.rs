@@ -89,3 +89,39 @@ async fn readiness_is_503_when_redis_is_unreachable_and_ingestion_accepts_nothin
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_full_ingestion_queue_answers_503_with_retry_after_and_accepts_nothing() {
+    let vars = std::collections::HashMap::from([("CREWKIT_MAX_QUEUE_DEPTH".to_string(), "1".to_string())]);
+    let app = TestApp::spawn_with(false, vars).await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let batch = |i: u32| TestApp::json(json!({"events": [{"event_type": "Stop", "id": format!("e{i}")}]}));
+    for i in 0..2 {
+        assert_eq!(app.ingest(&sid, &batch(i)).await.0, 202);
+    }
+    // No worker drains the queue: once the sampler sees 2 waiting jobs, ingestion refuses.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut i = 2;
+    let resp = loop {
+        let resp = app
+            .http
+            .post(app.url(&format!("/{}/observability/sessions/{sid}/events", app.org)))
+            .bearer_auth(&app.api_key)
+            .body(batch(i))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 503 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 202);
+        i += 1;
+        assert!(std::time::Instant::now() < deadline, "ingestion never pushed back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let pushed = app.jobs_pushed("persist_events").await;
+    assert_eq!(pushed, u64::from(i), "the refused batch was not queued");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "queue_full");
+}
