@@ -26,6 +26,7 @@ pub struct Client {
     http: reqwest::Client,
     target: Target,
     deadline: Instant,
+    pause: std::sync::Mutex<Option<u64>>,
 }
 
 impl Client {
@@ -35,7 +36,12 @@ impl Client {
             .user_agent(concat!("crewkit-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client builds");
-        Self { http, target, deadline }
+        Self { http, target, deadline, pause: std::sync::Mutex::new(None) }
+    }
+
+    /// The `Retry-After` (seconds) of a 429 or 503 answer, if one came.
+    pub fn retry_after(&self) -> Option<u64> {
+        *self.pause.lock().expect("pause lock")
     }
 
     fn remaining(&self) -> Option<Duration> {
@@ -52,6 +58,13 @@ impl Client {
             Err(e) => Sent::Failed(e.to_string()),
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                if matches!(status, 429 | 503) {
+                    let secs =
+                        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                    if let Some(secs) = secs {
+                        *self.pause.lock().expect("pause lock") = Some(secs);
+                    }
+                }
                 let text = resp.text().await.unwrap_or_default();
                 match status {
                     200..=299 => Sent::Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
@@ -63,8 +76,8 @@ impl Client {
         }
     }
 
-    /// Creates (or finds: the call is idempotent on `agent_session_id`) the session; its id.
-    /// Creates (or finds) the session; its id and its run's id.
+    /// Creates (or finds: the call is idempotent on `agent_session_id`) the session; its id and
+    /// its run's id.
     pub async fn ensure_session(&self, session: &Value) -> Result<(String, String), Sent> {
         match self.post("/sessions", session).await {
             Sent::Ok(v) => {

@@ -114,25 +114,54 @@ async fn run(args: &HookArgs, input: &[u8], deadline: Instant) {
         keep(&spool, &name, &entry, "CREWKIT_API_KEY and CREWKIT_ORG must be set");
         return;
     };
+    // The API asked us to wait (429/503 with Retry-After): spool without trying until then.
+    if let Some(until) = paused_until(&spool) {
+        keep(&spool, &name, &entry, &format!("the API asked to wait until {until}"));
+        return;
+    }
     let target = Target { url: args.url.clone(), api_key, org };
     let sessions = SessionCache::new(home().join("sessions"), &target);
     let client = Client::new(target, deadline);
 
+    let result = deliver(&client, &sessions, &spool, &name, &entry).await;
+    if let Some(secs) = client.retry_after() {
+        pause(&spool, secs);
+    }
+    result
+}
+
+async fn deliver(client: &Client, sessions: &SessionCache, spool: &Spool, name: &str, entry: &Spooled) {
     let pending = spool.pending();
     if !pending.is_empty()
-        && let Err(why) = flush(&client, &sessions, &spool, pending).await
+        && let Err(why) = flush(client, sessions, spool, pending).await
     {
-        keep(&spool, &name, &entry, &format!("spooled events could not be sent yet ({why})"));
+        keep(spool, name, entry, &format!("spooled events could not be sent yet ({why})"));
         return;
     }
-    if let Err(why) =
-        send(&client, &sessions, &entry.agent_session_id, &entry.session, std::slice::from_ref(&entry.event)).await
-    {
+    let event = std::slice::from_ref(&entry.event);
+    if let Err(why) = send(client, sessions, &entry.agent_session_id, &entry.session, event).await {
         match why {
             Outcome::Refused(msg) => eprintln!("crewkit hook: the API refused the event: {msg}"),
-            Outcome::Failed(msg) => keep(&spool, &name, &entry, &msg),
+            Outcome::Failed(msg) => keep(spool, name, entry, &msg),
         }
     }
+}
+
+fn pause_file(spool: &Spool) -> PathBuf {
+    spool.dir().join(".retry-after")
+}
+
+/// Remembers until when the API asked us not to send (Unix seconds in a small file).
+fn pause(spool: &Spool, secs: u64) {
+    let until = Utc::now().timestamp() + secs.min(3600) as i64;
+    let _ = std::fs::create_dir_all(spool.dir());
+    let _ = std::fs::write(pause_file(spool), until.to_string());
+}
+
+fn paused_until(spool: &Spool) -> Option<chrono::DateTime<Utc>> {
+    let until: i64 = std::fs::read_to_string(pause_file(spool)).ok()?.trim().parse().ok()?;
+    let until = chrono::DateTime::from_timestamp(until, 0)?;
+    (until > Utc::now()).then_some(until)
 }
 
 fn keep(spool: &Spool, name: &str, entry: &Spooled, why: &str) {

@@ -55,3 +55,32 @@ async fn garbage_on_stdin_is_reported_and_the_hook_still_exits_zero() {
     assert_eq!(spooled(&home), 0, "nothing to retry: these name no session");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_with_retry_after_makes_the_forwarder_spool_without_trying_until_then() {
+    let vars = std::collections::HashMap::from([("CREWKIT_MAX_QUEUE_DEPTH".to_string(), "0".to_string())]);
+    let app = TestApp::spawn_with(false, vars).await;
+    let home = temp_home();
+    let payload =
+        |n: u32| serde_json::to_vec(&json!({"session_id": "busy", "hook_event_name": "Stop", "n": n})).unwrap();
+    // No worker: the first batch stays queued, and once sampled the queue is over its limit of 0.
+    let first = tokio::task::block_in_place(|| run_hook(&app, &app.base, &home, &payload(0)));
+    assert_eq!((first.code, first.stderr.as_str()), (Some(0), ""));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 1;
+    loop {
+        let run = tokio::task::block_in_place(|| run_hook(&app, &app.base, &home, &payload(n)));
+        assert_eq!(run.code, Some(0));
+        n += 1;
+        if run.stderr.contains("503") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused: {}", run.stderr);
+    }
+    let pushed = app.jobs_pushed("persist_events").await;
+    let run = tokio::task::block_in_place(|| run_hook(&app, &app.base, &home, &payload(n)));
+    assert!(run.stderr.contains("asked to wait"), "{}", run.stderr);
+    assert_eq!(app.jobs_pushed("persist_events").await, pushed, "it did not even try");
+    assert_eq!(spooled(&home), 2, "the refused event and the one after it wait in the spool");
+    let _ = std::fs::remove_dir_all(&home);
+}
