@@ -67,7 +67,6 @@ where
         tracing::warn!(parent: &span, error = %e, "could not record job start");
     }
     let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone())).catch_unwind().await;
-    let _enter = span.enter();
     let (status, error, result) = match outcome {
         Ok(Ok(value)) => ("succeeded", None, Ok(value)),
         Ok(Err(JobError::Permanent(msg))) => ("failed", Some(msg.clone()), Err(AbortError::new(msg).into())),
@@ -83,12 +82,12 @@ where
     };
     let value = result.as_ref().ok().and_then(|v| serde_json::to_value(v).ok());
     match status {
-        "succeeded" => tracing::info!("job succeeded"),
-        "queued" => tracing::warn!(error = error.as_deref(), "job attempt failed; will retry"),
-        _ => tracing::error!(error = error.as_deref(), "job failed"),
+        "succeeded" => tracing::info!(parent: &span, "job succeeded"),
+        "queued" => tracing::warn!(parent: &span, error = error.as_deref(), "job attempt failed; will retry"),
+        _ => tracing::error!(parent: &span, error = error.as_deref(), "job failed"),
     }
     if let Err(e) = jobs::job_outcome(db, id, status, error.as_deref(), value.as_ref()).await {
-        tracing::warn!(error = %e, "could not record job outcome");
+        tracing::warn!(parent: &span, error = %e, "could not record job outcome");
     }
     if status == "queued" {
         tokio::time::sleep(hold_before_retry(attempt)).await;
