@@ -104,3 +104,35 @@ async fn every_org_scoped_operation_in_the_spec_is_404_for_another_orgs_key() {
     let (_, still) = app.get_as(&b_key, &format!("/{b}/api-keys")).await;
     assert!(still["data"].as_array().unwrap().iter().all(|k| k["revoked_at"].is_null()), "no key was revoked");
 }
+
+#[tokio::test]
+async fn every_session_operation_is_404_for_a_session_that_does_not_exist() {
+    let app = TestApp::spawn_without_worker().await;
+    let missing = "ses_0123456789abcdef0123456789abcdef";
+    let org = &app.org;
+    for (method, path) in [
+        ("GET", format!("/{org}/sessions/{missing}")),
+        ("PATCH", format!("/{org}/sessions/{missing}")),
+        ("POST", format!("/{org}/sessions/{missing}/end")),
+        ("GET", format!("/{org}/sessions/{missing}/hierarchy")),
+        ("POST", format!("/{org}/sessions/{missing}/compact")),
+        ("GET", format!("/{org}/sessions/{missing}/compactions")),
+        ("POST", format!("/{org}/observability/sessions/{missing}/events")),
+        ("GET", format!("/{org}/observability/sessions/{missing}/events")),
+        ("GET", format!("/{org}/jobs/job_0123456789abcdef0123456789abcdef")),
+        ("POST", format!("/{org}/jobs/job_0123456789abcdef0123456789abcdef/retry")),
+        ("DELETE", format!("/{org}/api-keys/key_0123456789abcdef0123456789abcdef")),
+    ] {
+        let resp = app
+            .http
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&app.api_key)
+            .header("content-type", "application/json")
+            .body(r#"{"events": [{"event_type": "Stop"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    }
+}
