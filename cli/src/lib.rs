@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod hook;
+pub mod import;
 pub mod spool;

@@ -13,11 +13,15 @@ struct Cli {
 enum Command {
     /// Forward one hook payload (read on stdin) to the API. Always exits 0, within a second.
     Hook(crewkit_cli::hook::HookArgs),
+    /// Backfill sessions from Claude Code transcripts (a .jsonl file, a JSON array, or a directory
+    /// such as ~/.claude/projects). Safe to run twice.
+    Import(crewkit_cli::import::ImportArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Hook(args) => crewkit_cli::hook::main(args),
+        Command::Import(args) => std::process::exit(crewkit_cli::import::main(args)),
     }
 }

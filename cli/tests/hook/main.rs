@@ -2,6 +2,7 @@
 //! stdin per call, against the real stack (`crewkit-testkit`).
 
 mod corpus;
+mod import;
 mod spool;
 
 use std::io::Write;
