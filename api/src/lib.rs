@@ -11,3 +11,4 @@ pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod telemetry_http;

@@ -47,6 +47,8 @@ pub struct Config {
     pub faults: Option<String>,
     /// Above this many waiting ingestion jobs, ingestion answers 503 and accepts nothing.
     pub max_queue_depth: u64,
+    /// Where a worker process serves `/metrics` (unset: it does not).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Config {
@@ -143,6 +145,11 @@ impl Config {
             meaning: "ingestion jobs waiting above which ingestion answers 503 with Retry-After",
         },
         Variable {
+            name: "CREWKIT_METRICS_BIND",
+            default: "(unset)",
+            meaning: "where a worker serves /metrics, e.g. 0.0.0.0:9091 (the API serves it on CREWKIT_BIND)",
+        },
+        Variable {
             name: "CREWKIT_PRICES_FILE",
             default: "(embedded table)",
             meaning: "a newer LiteLLM model_prices_and_context_window.json to price tokens with",
@@ -209,6 +216,7 @@ impl Config {
             schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
             faults: opt("CREWKIT_FAULTS"),
             max_queue_depth: num("CREWKIT_MAX_QUEUE_DEPTH")?,
+            metrics_bind: opt("CREWKIT_METRICS_BIND").map(|v| parse("CREWKIT_METRICS_BIND", v)).transpose()?,
         })
     }
 }

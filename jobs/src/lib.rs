@@ -13,6 +13,7 @@ pub mod domain;
 pub mod ids;
 pub mod index_session;
 pub mod lifecycle;
+pub mod metrics;
 pub mod persist_events;
 pub mod pricing;
 pub mod queue;

@@ -114,6 +114,7 @@ pub async fn run(
     let faults = Arc::new(Faults::parse(config.faults.as_deref()));
     let state = WorkerState { db, queues, config: Arc::new(config), faults };
     let scheduler = kinds.contains(&JobKind::AnalyzeSession).then(|| tokio::spawn(schedule::run(state.clone())));
+    let metrics_server = state.config.metrics_bind.map(|addr| tokio::spawn(serve_metrics(addr, state.queues.clone())));
     let monitor = monitor(state, &kinds);
     let ctx = monitor.context();
     let running = tokio::spawn(monitor.run());
@@ -124,6 +125,9 @@ pub async fn run(
     };
     if let Some(s) = scheduler {
         s.abort();
+    }
+    if let Some(m) = metrics_server {
+        m.abort();
     }
     if let Some(res) = result {
         return Ok(res??);
@@ -136,5 +140,34 @@ pub async fn run(
             tracing::warn!("grace period over; in-flight jobs will be re-run by other workers");
             Ok(())
         }
+    }
+}
+
+/// `GET /metrics` of a worker process: its job counters and durations, and the queues' depths.
+async fn serve_metrics(addr: std::net::SocketAddr, queues: Queues) {
+    let app = poem::Route::new().at(
+        "/metrics",
+        poem::get(poem::endpoint::make(move |_| {
+            let queues = queues.clone();
+            async move {
+                let mut gauges = Vec::new();
+                for kind in JobKind::ALL {
+                    if let Ok(depth) = queues.depth(*kind).await {
+                        gauges.push((
+                            "crewkit_queue_depth",
+                            "jobs waiting in a queue",
+                            vec![("kind", kind.name().to_string())],
+                            depth as f64,
+                        ));
+                    }
+                }
+                poem::Response::builder()
+                    .content_type("text/plain; version=0.0.4")
+                    .body(crewkit_jobs::metrics::render(&gauges))
+            }
+        })),
+    );
+    if let Err(e) = poem::Server::new(poem::listener::TcpListener::bind(addr)).run(app).await {
+        tracing::error!(%addr, error = %e, "the metrics server stopped");
     }
 }

@@ -18,6 +18,7 @@ use sqlx::PgPool;
 
 use crewkit_jobs::ids::{JobId, OrgId, SessionId};
 use crewkit_jobs::lifecycle::JobError;
+use crewkit_jobs::metrics;
 use crewkit_jobs::queue::JobKind;
 use crewkit_jobs::store::jobs::{self, JobStart};
 
@@ -66,7 +67,16 @@ where
     if let Err(e) = jobs::job_running(db, &start).await {
         tracing::warn!(parent: &span, error = %e, "could not record job start");
     }
+    let kind_label = [("kind", of.kind.name())];
+    metrics::inc("crewkit_jobs_started_total", "job attempts started", &kind_label, 1);
+    let started = std::time::Instant::now();
     let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone())).catch_unwind().await;
+    metrics::observe(
+        "crewkit_job_duration_seconds",
+        "job attempt duration",
+        &kind_label,
+        started.elapsed().as_secs_f64(),
+    );
     let (status, error, result) = match outcome {
         Ok(Ok(value)) => ("succeeded", None, Ok(value)),
         Ok(Err(JobError::Permanent(msg))) => ("failed", Some(msg.clone()), Err(AbortError::new(msg).into())),
@@ -81,6 +91,12 @@ where
         }
     };
     let value = result.as_ref().ok().and_then(|v| serde_json::to_value(v).ok());
+    let counter = match status {
+        "succeeded" => "crewkit_jobs_succeeded_total",
+        "queued" => "crewkit_jobs_retried_total",
+        _ => "crewkit_jobs_failed_total",
+    };
+    metrics::inc(counter, "job attempts by outcome", &kind_label, 1);
     match status {
         "succeeded" => tracing::info!(parent: &span, "job succeeded"),
         "queued" => tracing::warn!(parent: &span, error = error.as_deref(), "job attempt failed; will retry"),

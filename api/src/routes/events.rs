@@ -138,6 +138,12 @@ impl EventsApi {
             .map(|r| RejectedEvent { index: r.index as u32, code: r.code.to_string(), message: r.message })
             .collect();
         if batch.accepted.is_empty() {
+            crewkit_jobs::metrics::inc(
+                "crewkit_events_rejected_total",
+                "hook events rejected",
+                &[],
+                rejected.len() as u64,
+            );
             let errors = rejected
                 .iter()
                 .map(|r| FieldProblem {
@@ -169,6 +175,8 @@ impl EventsApi {
             PersistEvents { org_id: p.org_id, session_id: session, received_at, request_id, events: batch.accepted };
         crate::backpressure::check(&state)?;
         let job_id = state.queues.push_ingest(&job).await?;
+        crewkit_jobs::metrics::inc("crewkit_events_accepted_total", "hook events accepted", &[], u64::from(accepted));
+        crewkit_jobs::metrics::inc("crewkit_events_rejected_total", "hook events rejected", &[], rejected.len() as u64);
         tracing::debug!(%job_id, accepted, rejected = rejected.len(), "batch queued");
         Ok(IngestResponse::Accepted(Json(IngestAccepted { accepted, rejected, job_id: job_id.to_string() })))
     }

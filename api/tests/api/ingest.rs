@@ -125,3 +125,23 @@ async fn a_full_ingestion_queue_answers_503_with_retry_after_and_accepts_nothing
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "queue_full");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_events_and_show_queue_depths() {
+    let app = TestApp::spawn_without_worker().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    app.ingest(&sid, &TestApp::json(json!({"events": [{"event_type": "Stop"}, {"event_type": ""}]}))).await;
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    for needle in [
+        r#"crewkit_http_requests_total{route="/{org}/sessions",method="POST",status="201"}"#,
+        r#"crewkit_http_request_duration_seconds_bucket{route="/{org}/observability/sessions/{id}/events",method="POST",le="+Inf"}"#,
+        "# TYPE crewkit_events_accepted_total counter",
+        "# TYPE crewkit_events_rejected_total counter",
+        r#"crewkit_queue_depth{kind="persist_events"} 1"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+}

@@ -104,3 +104,23 @@ async fn sigterm_lets_the_running_job_finish_before_the_worker_exits() {
     assert_eq!((done["status"].as_str(), done["attempts"].as_i64()), (Some("succeeded"), Some(1)), "{done}");
     assert_eq!(analyses(&app).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_serves_its_job_metrics() {
+    let app = TestApp::spawn_without_worker().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut worker = worker_process(&app, "ingest", &[("CREWKIT_METRICS_BIND", bind.as_str())]);
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    app.ingest_and_wait(&sid, &TestApp::json(json!({"events": [{"event_type": "Stop"}]}))).await;
+    let text = eventually(20, "the worker's metrics", || async {
+        let resp = app.http.get(format!("http://{bind}/metrics")).send().await.ok()?;
+        let text = resp.text().await.ok()?;
+        text.contains(r#"crewkit_jobs_succeeded_total{kind="persist_events"} 1"#).then_some(text)
+    })
+    .await;
+    assert!(text.contains(r#"crewkit_job_duration_seconds_count{kind="persist_events"} 1"#), "{text}");
+    assert!(text.contains(r#"crewkit_queue_depth{kind="persist_events"} 0"#), "{text}");
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}
