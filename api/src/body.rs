@@ -82,6 +82,15 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// The OpenAPI description of a JSON body documented as `S`.
+fn json_request<S: Type>(required: bool) -> Option<MetaRequest> {
+    Some(MetaRequest {
+        description: None,
+        content: vec![MetaMediaType { content_type: "application/json", schema: S::schema_ref() }],
+        required,
+    })
+}
+
 /// Decodes repaired JSON text into `T`, naming the path of the first bad field.
 pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_str(text);
@@ -105,11 +114,7 @@ impl<'a, T: DeserializeOwned + Send, S: Type> ApiExtractor<'a> for JsonBody<T, S
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType { content_type: "application/json", schema: S::schema_ref() }],
-            required: true,
-        })
+        json_request::<S>(true)
     }
 
     async fn from_request(
@@ -133,11 +138,7 @@ impl<'a, S: Type> ApiExtractor<'a> for RawJsonBody<S> {
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType { content_type: "application/json", schema: S::schema_ref() }],
-            required: true,
-        })
+        json_request::<S>(true)
     }
 
     async fn from_request(
@@ -160,11 +161,7 @@ impl<'a, T: DeserializeOwned + Default + Type + Send> ApiExtractor<'a> for Optio
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType { content_type: "application/json", schema: T::schema_ref() }],
-            required: false,
-        })
+        json_request::<T>(false)
     }
 
     async fn from_request(
