@@ -7,6 +7,7 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 
 use crate::error::ApiError;
+use crate::ratelimit;
 use crate::state::AppState;
 use crewkit_jobs::domain::{ApiKeySecret, Role};
 use crewkit_jobs::store::orgs::{self, Principal};
@@ -18,17 +19,32 @@ pub struct ApiKey(pub Principal);
 
 async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let state = req.data::<AppState>().expect("AppState is installed");
-    let secret = ApiKeySecret::from_presented(bearer.token.trim());
+    let p = principal(state, bearer.token.trim()).await?;
+    let limit = state.config.rate_limit_per_minute;
+    if limit > 0 {
+        let verdict = state.limiter.check(state, &p.key_id.to_string(), limit).await;
+        if let Some(slot) = req.extensions().get::<ratelimit::Slot>() {
+            slot.set(verdict);
+        }
+        if !verdict.allowed {
+            return Err(ratelimit::refused(verdict).into());
+        }
+    }
+    Ok(p)
+}
+
+async fn principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let secret = ApiKeySecret::from_presented(token);
     let hash = secret.hash();
     if let Some(p) = state.principals.get(&hash).await {
         return Ok(p);
     }
-    match orgs::principal_for_key(&state.db, &secret).await.map_err(ApiError::from)? {
+    match orgs::principal_for_key(&state.db, &secret).await? {
         Some(p) => {
             state.principals.insert(hash, p.clone()).await;
             Ok(p)
         }
-        None => Err(ApiError::unauthorized("unknown or revoked API key").into()),
+        None => Err(ApiError::unauthorized("unknown or revoked API key")),
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod auth;
 pub mod backpressure;
+pub mod bench_noop;
 pub mod body;
 pub mod error;
 pub mod models;
+pub mod ratelimit;
 pub mod revocation;
 pub mod routes;
 pub mod startup;

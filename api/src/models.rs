@@ -452,7 +452,7 @@ impl From<EventRow> for Event {
     }
 }
 
-/// The state of a background job.
+/// The state of a background job: queued → running → succeeded | failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -469,7 +469,8 @@ pub struct Job {
     pub id: String,
     /// What it does: `persist_events`, `analyze_session`, …
     pub kind: String,
-    /// queued → running → succeeded | failed.
+    // No doc comment: poem-openapi would wrap the enum's $ref in an allOf, which some client
+    // generators (openapi-python-client) refuse. The enum's own description says it all.
     pub status: JobStatus,
     /// Attempts made so far.
     pub attempts: i64,

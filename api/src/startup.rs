@@ -31,13 +31,14 @@ pub fn app(state: AppState) -> impl Endpoint {
     let service = openapi_service();
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint();
-    Route::new()
+    crate::bench_noop::mount(Route::new())
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(crate::telemetry_http::metrics_endpoint))
         .nest("/", service)
         .around(refuse_nul)
         .catch_all_error(catch_all)
+        .around(crate::ratelimit::headers)
         .around(crate::telemetry_http::measure)
         .with(Tracing)
         .with(RequestId::default().reuse_id(ReuseId::Use))
@@ -98,11 +99,13 @@ impl Application {
     ) -> std::io::Result<()> {
         let listener = tokio::spawn(crate::revocation::listen(self.state.clone()));
         let sampler = tokio::spawn(crate::backpressure::sample(self.state.clone()));
+        let flusher = tokio::spawn(crate::ratelimit::flush_loop(self.state.clone()));
         let result = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app(self.state), shutdown, Some(std::time::Duration::from_secs(10)))
             .await;
         listener.abort();
         sampler.abort();
+        flusher.abort();
         result
     }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     /// Ingestion jobs waiting in Redis, sampled in the background (`backpressure`), so the hot
     /// path checks a number instead of asking Redis.
     pub ingest_depth: Arc<AtomicU64>,
+    /// Per-key request counts, flushed to Redis in the background (`ratelimit`).
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
                 .build(),
             sessions: Cache::builder().max_capacity(200_000).build(),
             ingest_depth: Arc::new(AtomicU64::new(0)),
+            limiter: crate::ratelimit::Limiter::default(),
             db,
             queues,
             config: Arc::new(config),

@@ -219,14 +219,18 @@ pub async fn run(db: &PgPool, job: &AnalyzeSession) -> Result<Value, JobError> {
     .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
-    if let Some(summary) = summary {
-        sqlx::query("UPDATE conversations SET summary = $2, updated_at = now() WHERE id = $1 AND summary IS NULL")
-            .bind(job.session_id)
-            .bind(summary)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-    }
+    // The outcome feeds analytics (failure rate); the summary fills a missing one.
+    sqlx::query(
+        "UPDATE conversations SET outcome = $2, summary = COALESCE(summary, $3),
+                updated_at = CASE WHEN summary IS NULL AND $3 IS NOT NULL THEN now() ELSE updated_at END
+          WHERE id = $1 AND (outcome IS DISTINCT FROM $2 OR (summary IS NULL AND $3 IS NOT NULL))",
+    )
+    .bind(job.session_id)
+    .bind(analysis["outcome"].as_str())
+    .bind(summary)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(json!({"version": version, "outcome": analysis["outcome"]}))
 }

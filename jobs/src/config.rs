@@ -47,6 +47,8 @@ pub struct Config {
     pub faults: Option<String>,
     /// Above this many waiting ingestion jobs, ingestion answers 503 and accepts nothing.
     pub max_queue_depth: u64,
+    /// Requests per API key per minute, shared by all API processes; 0: no limit.
+    pub rate_limit_per_minute: u64,
     /// Where a worker process serves `/metrics` (unset: it does not).
     pub metrics_bind: Option<SocketAddr>,
 }
@@ -145,6 +147,11 @@ impl Config {
             meaning: "ingestion jobs waiting above which ingestion answers 503 with Retry-After",
         },
         Variable {
+            name: "CREWKIT_RATE_LIMIT_PER_MINUTE",
+            default: "6000",
+            meaning: "requests per API key per minute, counted across all API processes in Redis (0: no limit); over it, 429 with `Retry-After`",
+        },
+        Variable {
             name: "CREWKIT_METRICS_BIND",
             default: "(unset)",
             meaning: "where a worker serves /metrics, e.g. 0.0.0.0:9091 (the API serves it on CREWKIT_BIND)",
@@ -216,6 +223,7 @@ impl Config {
             schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
             faults: opt("CREWKIT_FAULTS"),
             max_queue_depth: num("CREWKIT_MAX_QUEUE_DEPTH")?,
+            rate_limit_per_minute: num("CREWKIT_RATE_LIMIT_PER_MINUTE")?,
             metrics_bind: opt("CREWKIT_METRICS_BIND").map(|v| parse("CREWKIT_METRICS_BIND", v)).transpose()?,
         })
     }

@@ -125,6 +125,15 @@ impl TestApp {
         }
     }
 
+    /// Starts another API process on the same database and Redis (as a second replica would
+    /// run); returns its base URL.
+    pub async fn another_api(&self) -> String {
+        let app = Application::build(self.config.clone(), false).await.expect("second API builds");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// A key for another user of this org with the given role.
     pub async fn key_with_role(&self, email: &str, role: &str) -> String {
         let out = admin::run(

@@ -42,7 +42,7 @@ async fn scope(state: &AppState, p: &Principal, w: Window) -> Result<Scope, ApiE
     let has_end = w.end_date.is_some();
     let start = w.start_date.as_deref().map(|s| bound("start_date", s)).transpose()?;
     let end = w.end_date.as_deref().map(|s| bound("end_date", s)).transpose()?;
-    let (start, end) = an::resolve_window(&state.db, &w.tz, start, end).await.map_err(|e| match e {
+    let (start, end, tz_whole_hours) = an::resolve_window(&state.db, &w.tz, start, end).await.map_err(|e| match e {
         WindowError::TimeZone(_) => ApiError::invalid("tz", "invalid_time_zone", e.to_string()),
         WindowError::Empty | WindowError::TooLong(_) => {
             let field = if has_end { "end_date" } else { "start_date" };
@@ -57,6 +57,7 @@ async fn scope(state: &AppState, p: &Principal, w: Window) -> Result<Scope, ApiE
         tz: w.tz,
         project_id: w.project_id.as_deref().map(|s| parse_id("project_id", s)).transpose()?,
         agent_name: w.agent_name.filter(|a| !a.is_empty()),
+        tz_whole_hours,
     })
 }
 
@@ -107,14 +108,17 @@ pub struct Summary {
     /// Mean duration of the ended sessions.
     #[oai(skip_serializing_if_is_none)]
     pub avg_duration_seconds: Option<f64>,
-    /// Median duration of the ended sessions.
+    /// Median duration of the ended sessions: exact up to 50,000 of them, above that estimated
+    /// from duration histograms (within a factor of √2; see `median_duration_estimated`).
     #[oai(skip_serializing_if_is_none)]
     pub median_duration_seconds: Option<f64>,
+    /// Whether `median_duration_seconds` is an estimate.
+    pub median_duration_estimated: bool,
     /// Users with a session in the window.
     pub distinct_users: i64,
 }
 
-/// Bucket width.
+/// Bucket width: `day` (the default) or `week` (ISO weeks, starting Monday).
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum IntervalParam {
@@ -122,7 +126,7 @@ pub enum IntervalParam {
     Week,
 }
 
-/// What is counted in each bucket.
+/// What is counted in each bucket: `sessions` (the default), `cost` or `tokens`.
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum MetricParam {
@@ -145,9 +149,9 @@ pub struct Bucket {
 pub struct Timeseries {
     /// The window.
     pub period: Period,
-    /// `day` or `week`.
+    // No doc comments on enum fields, nor defaults on enum parameters: poem-openapi wraps those
+    // $refs in an allOf that some client generators (openapi-python-client) refuse.
     pub interval: IntervalParam,
-    /// `sessions`, `cost` or `tokens`.
     pub metric: MetricParam,
     /// The buckets, oldest first, zero-filled.
     pub buckets: Vec<Bucket>,
@@ -278,8 +282,15 @@ pub struct TeamOverview {
     pub total_cost_usd: Money,
     /// Cost per active user, in USD.
     pub cost_per_user: Money,
-    /// Share of sessions with at least one failed tool call or failed stop (0 to 1).
+    /// Share of the analysed sessions whose analysis outcome is `failed` (the agent stopped on a
+    /// failure), 0 to 1; 0 when none has been analysed.
     pub failure_rate: f64,
+    /// Sessions analysed to a final outcome (completed, completed with errors, failed, abandoned).
+    pub analysed_sessions: i64,
+    /// Analysed sessions whose outcome is `failed`.
+    pub failed_sessions: i64,
+    /// Sessions with at least one failed tool call or failed stop.
+    pub sessions_with_errors: i64,
     /// The five costliest agents.
     pub top_agents: Vec<AgentRow>,
     /// The five costliest repositories.
@@ -364,6 +375,7 @@ impl AnalyticsApi {
             cache_write_tokens: int(r.cache_write_tokens),
             avg_duration_seconds: r.avg_duration_seconds,
             median_duration_seconds: r.median_duration_seconds,
+            median_duration_estimated: r.median_estimated,
             distinct_users: r.distinct_users,
         }))
     }
@@ -392,20 +404,18 @@ impl AnalyticsApi {
         /// IANA time zone for dates and buckets (default UTC).
         #[oai(default = "utc")]
         tz: Query<String>,
-        /// Bucket width (default day).
-        #[oai(default = "default_interval")]
-        interval: Query<IntervalParam>,
-        /// What to count (default sessions).
-        #[oai(default = "default_metric")]
-        metric: Query<MetricParam>,
+        interval: Query<Option<IntervalParam>>,
+        metric: Query<Option<MetricParam>>,
     ) -> Result<Json<Timeseries>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
-        let i = match interval.0 {
+        let interval = interval.0.unwrap_or(IntervalParam::Day);
+        let metric = metric.0.unwrap_or(MetricParam::Sessions);
+        let i = match interval {
             IntervalParam::Day => an::Interval::Day,
             IntervalParam::Week => an::Interval::Week,
         };
-        let m = match metric.0 {
+        let m = match metric {
             MetricParam::Sessions => an::Metric::Sessions,
             MetricParam::Cost => an::Metric::Cost,
             MetricParam::Tokens => an::Metric::Tokens,
@@ -413,8 +423,8 @@ impl AnalyticsApi {
         let buckets = an::timeseries(&state.db, &s, i, m).await?;
         Ok(Json(Timeseries {
             period: period(&s),
-            interval: interval.0,
-            metric: metric.0,
+            interval,
+            metric,
             buckets: buckets.into_iter().map(|b| Bucket { start: b.start.into(), value: Money(b.value) }).collect(),
         }))
     }
@@ -575,11 +585,14 @@ impl AnalyticsApi {
             sessions_per_user: if users > 0 { sum.total_sessions as f64 / users as f64 } else { 0.0 },
             total_cost_usd: Money(sum.total_cost_usd),
             cost_per_user: Money(per_user),
-            failure_rate: if sum.total_sessions > 0 {
-                sum.sessions_with_errors as f64 / sum.total_sessions as f64
+            failure_rate: if sum.analysed_sessions > 0 {
+                sum.failed_sessions as f64 / sum.analysed_sessions as f64
             } else {
                 0.0
             },
+            analysed_sessions: sum.analysed_sessions,
+            failed_sessions: sum.failed_sessions,
+            sessions_with_errors: sum.sessions_with_errors,
             top_agents: agents.into_iter().map(agent_row).collect(),
             top_repositories: repos
                 .into_iter()
@@ -587,14 +600,6 @@ impl AnalyticsApi {
                 .collect(),
         }))
     }
-}
-
-fn default_interval() -> IntervalParam {
-    IntervalParam::Day
-}
-
-fn default_metric() -> MetricParam {
-    MetricParam::Sessions
 }
 
 fn utc() -> String {

@@ -228,3 +228,132 @@ async fn an_unknown_cost_is_reported_as_unknown_not_zero() {
     assert_eq!(s["total_sessions"], 1);
     assert_eq!(s["cost_complete"], false);
 }
+
+/// What the raw rows say for one window: sessions, cost, users, failed / analysed, mean and
+/// median duration (ended sessions), and cost per agent.
+async fn raw_truth(app: &TestApp, start: &str, end: &str) -> (i64, rust_decimal::Decimal, i64, i64, i64, Option<f64>) {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(cost_usd), 0), count(DISTINCT user_id),
+                count(*) FILTER (WHERE outcome = 'failed'), count(*) FILTER (WHERE outcome IS NOT NULL),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - started_at))::float8
+           FROM conversations
+          WHERE started_at >= $1::timestamptz AND started_at < $2::timestamptz",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+async fn rollup_rows(app: &TestApp) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT r::text FROM (SELECT * FROM conversation_rollups WHERE sessions <> 0
+                               ORDER BY grain, bucket, agent_name, user_id, project_id, repository_id) r
+         UNION ALL
+         SELECT m::text FROM (SELECT * FROM model_rollups WHERE sessions <> 0
+                               ORDER BY grain, bucket, agent_name, user_id, project_id, model) m",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+#[tokio::test]
+async fn rollups_answer_exactly_what_the_raw_rows_say_for_any_window() {
+    let app = TestApp::spawn_without_worker().await;
+    let member = app.key_with_role("r@example.com", "member").await;
+    let mut seed: u64 = 0x0bad_5eed;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let key = if next(3) == 0 { member.clone() } else { app.api_key.clone() };
+        let started = format!("2026-04-{:02}T{:02}:{:02}:{:02}Z", 1 + next(19), next(24), next(60), next(60));
+        let agent = ["claude-code", "codex", "gemini"][next(3) as usize];
+        let (_, s) = app
+            .post_as(
+                &key,
+                &format!("/{}/sessions", app.org),
+                TestApp::json(json!({"started_at": started, "agent_name": agent})),
+            )
+            .await;
+        let sid = s["id"].as_str().unwrap().to_string();
+        // A third stay active; some have no cost at all (unknown, never 0).
+        if i % 3 != 0 {
+            let ended = chrono::DateTime::parse_from_rfc3339(&started).unwrap()
+                + chrono::Duration::seconds(5 + next(20_000) as i64);
+            let cost = if next(4) == 0 { "null".to_string() } else { format!("0.{:04}", 1 + next(9999)) };
+            let models = if next(2) == 0 {
+                json!([{"model": "claude-sonnet-4-6", "input_tokens": 7, "cost_usd": format!("0.000{}", next(10))}])
+            } else {
+                json!([])
+            };
+            let body = json!({"ended_at": ended.to_rfc3339(), "model_metrics":
+                {"input_tokens": next(5000), "output_tokens": next(500), "models": models}});
+            let mut body = body;
+            if cost != "null" {
+                body["model_metrics"]["cost_usd"] = json!(cost);
+            }
+            let (status, v) = app.post_as(&key, &format!("/{}/sessions/{sid}/end", app.org), TestApp::json(body)).await;
+            assert_eq!(status, 202, "{v}");
+        }
+        ids.push(sid);
+    }
+    // Outcomes as the analysis job writes them (the trigger moves them into the rollups).
+    sqlx::query(
+        "UPDATE conversations SET outcome = CASE WHEN random() < 0.4 THEN 'failed' ELSE 'completed' END
+          WHERE status = 'ended'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let windows = [
+        ("2026-04-01T00:00:00Z", "2026-04-21T00:00:00Z"),
+        ("2026-04-03T10:17:31Z", "2026-04-15T05:43:02Z"),
+        ("2026-04-05T10:05:00Z", "2026-04-05T10:55:00Z"),
+        ("2026-04-02T23:59:59Z", "2026-04-04T00:00:01Z"),
+    ];
+    for (start, end) in windows {
+        let q = format!("start_date={start}&end_date={end}");
+        let (sessions, cost, users, failed, analysed, median) = raw_truth(&app, start, end).await;
+        let total = assert_all_agree(&app, &q).await;
+        assert_eq!(total, cost, "cost over {q}");
+        let summary = analytics(&app, &app.api_key, "summary", &q).await;
+        assert_eq!(summary["total_sessions"].as_i64(), Some(sessions), "{q}: {summary}");
+        assert_eq!(summary["distinct_users"].as_i64(), Some(users), "{q}");
+        assert_eq!(summary["median_duration_seconds"].as_f64(), median, "{q}");
+        assert_eq!(summary["median_duration_estimated"], false);
+        assert_eq!(summary["cost_complete"], json!(sessions == 0 || !summary_has_unknown(&app, start, end).await));
+        let team = analytics(&app, &app.api_key, "team-overview", &q).await;
+        assert_eq!(
+            (team["failed_sessions"].as_i64(), team["analysed_sessions"].as_i64()),
+            (Some(failed), Some(analysed))
+        );
+    }
+    // A zone of half hours reads raw rows for its buckets, and still agrees.
+    let total = assert_all_agree(&app, "start_date=2026-04-01&end_date=2026-04-20&tz=Asia/Kolkata").await;
+    assert!(total > rust_decimal::Decimal::ZERO);
+
+    // What the triggers kept equals a rebuild from the raw rows, row for row.
+    let kept = rollup_rows(&app).await;
+    assert!(kept.len() > 40, "{} rollup rows", kept.len());
+    sqlx::query("SELECT crewkit_rebuild_rollups()").execute(&app.db).await.unwrap();
+    assert_eq!(kept, rollup_rows(&app).await);
+}
+
+async fn summary_has_unknown(app: &TestApp, start: &str, end: &str) -> bool {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM conversations WHERE cost_usd IS NULL AND started_at >= $1::timestamptz AND started_at < $2::timestamptz",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    n > 0
+}

@@ -145,3 +145,56 @@ async fn metrics_count_requests_by_route_and_events_and_show_queue_depths() {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_burst_over_the_keys_limit_gets_429_with_retry_after_across_api_processes() {
+    let vars = std::collections::HashMap::from([("CREWKIT_RATE_LIMIT_PER_MINUTE".to_string(), "20".to_string())]);
+    let app = TestApp::spawn_with(false, vars).await;
+    let other = app.another_api().await;
+    // The windows are calendar minutes: keep the burst inside one.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    let list = format!("/{}/sessions", app.org);
+    let get = |base: String| {
+        let (http, key, path) = (app.http.clone(), app.api_key.clone(), list.clone());
+        async move { http.get(format!("{base}{path}")).bearer_auth(key).send().await.unwrap() }
+    };
+    for i in 0..15 {
+        let resp = get(app.base.clone()).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["ratelimit-limit"], "20");
+        assert_eq!(resp.headers()["ratelimit-remaining"].to_str().unwrap(), (19 - i).to_string());
+    }
+    // The first process's count reaches Redis within a flush period; the second process then
+    // has only what is left of the window.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut allowed = 0;
+    let refused = loop {
+        let resp = get(other.clone()).await;
+        if resp.status() == 429 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 200);
+        allowed += 1;
+        assert!(allowed <= 5, "the second process ignored the first one's count");
+    };
+    assert_eq!(allowed, 5);
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(refused.headers()["ratelimit-remaining"], "0");
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    // Once the second process's count has reached the first, ingestion there is refused as well
+    // and nothing is queued; another key is not limited.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let sid = "no-matter";
+    let (status, _) = app.ingest(sid, &TestApp::json(json!({"events": [{"event_type": "Stop"}]}))).await;
+    assert_eq!(status, 429);
+    assert_eq!(app.jobs_pushed("persist_events").await, 0);
+    let member = app.key_with_role("burst@example.com", "member").await;
+    let (status, _) = app.get_as(&member, &list).await;
+    assert_eq!(status, 200);
+}

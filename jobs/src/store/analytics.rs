@@ -1,14 +1,22 @@
-//! Analytics over sessions, in SQL with exact NUMERIC sums.
+//! Analytics over sessions, in SQL with exact NUMERIC sums, served from rollups.
 //!
-//! Every query reads the same filtered set (`WINDOW_CTE`): the org's sessions whose `started_at`
-//! falls in the window, optionally of one project or agent. Breakdowns group that set without
-//! joins that could repeat a session (tasks, threads, events), so each session's cost is counted
-//! once everywhere and every breakdown sums to the summary exactly. Per-model cost comes from
-//! `conversation_models`; what a session's total has beyond its models is reported under the
-//! model `(unattributed)`, so the model breakdown sums to the total as well.
+//! Every query reads the same set of rows (`ROWS_CTE`): the org's sessions whose `started_at` falls
+//! in the window, optionally of one project or agent, as rollup-shaped rows. Whole UTC days of the
+//! window come from the day rows of `conversation_rollups`, the remaining whole hours from its hour
+//! rows, and the partial hours at the edges from `conversations` itself, each raw session shaped
+//! as a rollup row of one. The rollups are kept exact by triggers (migration
+//! `20261203000003_rollups.sql`), so the answers are the raw rows' sums to the last decimal, and an
+//! endpoint over a million sessions reads a few thousand rows.
+//!
+//! Breakdowns group that set without joins that could repeat a session (tasks, threads, events),
+//! so each session's cost is counted once everywhere and every breakdown sums to the summary
+//! exactly. Per-model cost comes from `model_rollups`; what a session's total has beyond its models
+//! is reported under the model `(unattributed)`, so the model breakdown sums to the total as well.
 //!
 //! Time zones: bucketing converts with `AT TIME ZONE $tz` explicitly, so results never depend on
-//! the server's or the database session's time zone, and a DST day is one bucket of 23 or 25 hours.
+//! the server's or the database session's time zone, and a DST day is one bucket of 23 or 25
+//! hours. Local buckets use day rows only in UTC, hour rows only in zones whose offset is whole
+//! hours, and raw rows otherwise (India's +05:30, say).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -34,15 +42,109 @@ pub struct Scope {
     pub tz: String,
     pub project_id: Option<ProjectId>,
     pub agent_name: Option<String>,
+    /// `tz`'s offset is whole hours at both ends of the window, so local midnights are UTC hours.
+    pub tz_whole_hours: bool,
 }
 
-const WINDOW_CTE: &str = "WITH s AS (
-    SELECT c.id, c.user_id, c.agent_name, c.project_id, c.repository_id, c.status, c.started_at,
-           c.ended_at, c.cost_usd, c.input_tokens, c.output_tokens, c.cache_read_tokens,
-           c.cache_write_tokens, c.error_count
+impl Scope {
+    fn tz_is_utc(&self) -> bool {
+        const UTC: [&str; 12] = [
+            "UTC",
+            "Etc/UTC",
+            "Etc/Universal",
+            "Universal",
+            "Zulu",
+            "Etc/Zulu",
+            "UCT",
+            "Etc/UCT",
+            "GMT",
+            "Etc/GMT",
+            "Greenwich",
+            "Etc/Greenwich",
+        ];
+        UTC.iter().any(|z| z.eq_ignore_ascii_case(&self.tz))
+    }
+
+    /// Where rollup rows take over from raw rows: `[h0, d0, d1, h1]`, hour rows in `[h0, d0)` and
+    /// `[d1, h1)`, day rows in `[d0, d1)`, raw rows in `[start, h0)` and `[h1, end)`.
+    /// `local_buckets`: the query buckets by local time, so rows must not straddle local midnight.
+    fn cuts(&self, local_buckets: bool) -> [DateTime<Utc>; 4] {
+        let all_raw = [self.end; 4];
+        if local_buckets && !self.tz_whole_hours {
+            return all_raw;
+        }
+        let (h0, h1) = (ceil_to(self.start, 3_600), floor_to(self.end, 3_600));
+        if h0 >= h1 {
+            return all_raw;
+        }
+        let (d0, d1) = (ceil_to(h0, 86_400), floor_to(h1, 86_400));
+        if d0 >= d1 || (local_buckets && !self.tz_is_utc()) {
+            return [h0, h1, h1, h1];
+        }
+        [h0, d0, d1, h1]
+    }
+}
+
+fn floor_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let floored = t.timestamp().div_euclid(secs) * secs;
+    DateTime::from_timestamp(floored, 0).expect("in range")
+}
+
+fn ceil_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let f = floor_to(t, secs);
+    if f == t { f } else { f + chrono::Duration::seconds(secs) }
+}
+
+/// Rollup rows and raw edge rows of the window; binds $1 org, $2 start, $3 end, $4 project,
+/// $5 agent, $6..$9 the cuts (`Scope::cuts`).
+const ROWS_CTE: &str = "WITH r AS (
+    SELECT bucket AS at, project_id, agent_name, user_id, repository_id, sessions, active, cost_unknown, cost_usd,
+           input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, ended, duration_seconds,
+           duration_hist, with_errors, analysed, failed, known_tokens, attributed_cost, attributed_tokens
+      FROM conversation_rollups
+     WHERE org_id = $1 AND ($4::uuid IS NULL OR project_id = $4) AND ($5::text IS NULL OR agent_name = $5)
+       AND ((grain = 'd' AND bucket >= $7 AND bucket < $8)
+         OR (grain = 'h' AND ((bucket >= $6 AND bucket < $7) OR (bucket >= $8 AND bucket < $9))))
+    UNION ALL
+    SELECT c.started_at, c.project_id, c.agent_name, c.user_id, c.repository_id, 1, (c.status = 'active')::int,
+           (c.cost_usd IS NULL)::int, COALESCE(c.cost_usd, 0), c.input_tokens, c.output_tokens,
+           c.cache_read_tokens, c.cache_write_tokens, (c.ended_at IS NOT NULL)::int,
+           COALESCE(extract(epoch FROM c.ended_at - c.started_at), 0),
+           crewkit_hist_add(array_fill(0::bigint, ARRAY[24]), crewkit_duration_bucket(extract(epoch FROM c.ended_at - c.started_at))),
+           (c.error_count > 0)::int,
+           COALESCE(c.outcome IN ('completed', 'completed_with_errors', 'failed', 'abandoned'), false)::int,
+           COALESCE(c.outcome = 'failed', false)::int,
+           CASE WHEN c.cost_usd IS NOT NULL
+                THEN c.input_tokens::numeric + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens ELSE 0 END,
+           CASE WHEN c.cost_usd IS NOT NULL THEN c.models_cost_usd ELSE 0 END,
+           CASE WHEN c.cost_usd IS NOT NULL THEN c.models_tokens ELSE 0 END
       FROM conversations c
-     WHERE c.org_id = $1 AND c.started_at >= $2 AND c.started_at < $3
-       AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5))";
+     WHERE c.org_id = $1 AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5)
+       AND ((c.started_at >= $2 AND c.started_at < $6) OR (c.started_at >= $9 AND c.started_at < $3)))";
+
+/// The same window over `model_rollups` and raw `conversation_models`, plus each session's
+/// remainder beyond its models as the model `(unattributed)`; follows `ROWS_CTE`.
+const MODEL_ROWS_CTE: &str = ",
+    mr AS (
+    SELECT model, user_id, sessions, cost_unknown, cost_usd, tokens
+      FROM model_rollups
+     WHERE org_id = $1 AND ($4::uuid IS NULL OR project_id = $4) AND ($5::text IS NULL OR agent_name = $5)
+       AND ((grain = 'd' AND bucket >= $7 AND bucket < $8)
+         OR (grain = 'h' AND ((bucket >= $6 AND bucket < $7) OR (bucket >= $8 AND bucket < $9))))
+    UNION ALL
+    SELECT m.model, c.user_id, 1, (m.cost_usd IS NULL)::int, COALESCE(m.cost_usd, 0),
+           m.input_tokens::numeric + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens
+      FROM conversations c JOIN conversation_models m ON m.conversation_id = c.id
+     WHERE c.org_id = $1 AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5)
+       AND ((c.started_at >= $2 AND c.started_at < $6) OR (c.started_at >= $9 AND c.started_at < $3))
+    UNION ALL
+    SELECT '(unattributed)', user_id, sessions - cost_unknown, 0, cost_usd - attributed_cost,
+           known_tokens - attributed_tokens
+      FROM r)";
+
+/// Sessions whose durations are sorted for an exact median; above it, the median is estimated
+/// from the rollups' duration histograms.
+pub const EXACT_MEDIAN_MAX: i64 = 50_000;
 
 /// Why a window is refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +166,7 @@ pub async fn resolve_window(
     tz: &str,
     start: Option<Bound>,
     end: Option<Bound>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), WindowError> {
+) -> Result<(DateTime<Utc>, DateTime<Utc>, bool), WindowError> {
     let known: Option<(String,)> = sqlx::query_as("SELECT name FROM pg_timezone_names WHERE name = $1")
         .bind(tz)
         .fetch_optional(pool)
@@ -99,23 +201,42 @@ pub async fn resolve_window(
     if days > 366 {
         return Err(WindowError::TooLong(days));
     }
-    Ok((start, end))
+    let (whole_hours,): (bool,) = sqlx::query_as(
+        "SELECT extract(epoch FROM ($1::timestamptz AT TIME ZONE $3) - ($1::timestamptz AT TIME ZONE 'UTC'))::bigint % 3600 = 0
+            AND extract(epoch FROM ($2::timestamptz AT TIME ZONE $3) - ($2::timestamptz AT TIME ZONE 'UTC'))::bigint % 3600 = 0",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(tz)
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok((start, end, whole_hours))
 }
 
 fn query<'q, O>(
     sql: String,
     scope: &'q Scope,
+    local_buckets: bool,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
 where
     O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
 {
+    let [h0, d0, d1, h1] = scope.cuts(local_buckets);
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(scope.org)
         .bind(scope.start)
         .bind(scope.end)
         .bind(scope.project_id)
         .bind(scope.agent_name.clone())
+        .bind(h0)
+        .bind(d0)
+        .bind(d1)
+        .bind(h1)
 }
+
+/// Total tokens of a row of `r`.
+const TOKENS: &str = "input_tokens + output_tokens + cache_read_tokens + cache_write_tokens";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
@@ -129,31 +250,91 @@ pub struct Summary {
     pub cache_read_tokens: Decimal,
     pub cache_write_tokens: Decimal,
     pub avg_duration_seconds: Option<f64>,
+    /// Set by `summary` (exact, or estimated when `median_estimated`).
+    #[sqlx(skip)]
     pub median_duration_seconds: Option<f64>,
+    #[sqlx(skip)]
+    pub median_estimated: bool,
     pub distinct_users: i64,
     pub sessions_with_errors: i64,
+    /// Sessions analysed to a final outcome, and those whose outcome is `failed`.
+    pub analysed_sessions: i64,
+    pub failed_sessions: i64,
+    /// Sessions with an `ended_at`, and their durations' histogram (`crewkit_duration_bucket`).
+    pub timed_sessions: i64,
+    pub duration_hist: Vec<i64>,
 }
 
 pub async fn summary(pool: &PgPool, scope: &Scope) -> StoreResult<Summary> {
+    let hist: Vec<String> = (1..=24).map(|k| format!("COALESCE(sum(duration_hist[{k}]), 0)::bigint")).collect();
     let sql = format!(
-        "{WINDOW_CTE}
-         SELECT count(*) AS total_sessions,
-                count(*) FILTER (WHERE status = 'active') AS active_sessions,
-                count(*) FILTER (WHERE status = 'ended') AS ended_sessions,
+        "{ROWS_CTE}
+         SELECT COALESCE(sum(sessions), 0)::bigint AS total_sessions,
+                COALESCE(sum(active), 0)::bigint AS active_sessions,
+                COALESCE(sum(sessions - active), 0)::bigint AS ended_sessions,
                 COALESCE(sum(cost_usd), 0) AS total_cost_usd,
-                COALESCE(bool_and(cost_usd IS NOT NULL), true) AS cost_complete,
+                COALESCE(sum(cost_unknown), 0) = 0 AS cost_complete,
                 COALESCE(sum(input_tokens), 0) AS input_tokens,
                 COALESCE(sum(output_tokens), 0) AS output_tokens,
                 COALESCE(sum(cache_read_tokens), 0) AS cache_read_tokens,
                 COALESCE(sum(cache_write_tokens), 0) AS cache_write_tokens,
-                avg(extract(epoch FROM ended_at - started_at))::float8 AS avg_duration_seconds,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - started_at))
-                    FILTER (WHERE ended_at IS NOT NULL) AS median_duration_seconds,
-                count(DISTINCT user_id) AS distinct_users,
-                count(*) FILTER (WHERE error_count > 0) AS sessions_with_errors
-           FROM s"
+                (sum(duration_seconds) / NULLIF(sum(ended), 0))::float8 AS avg_duration_seconds,
+                count(DISTINCT user_id) FILTER (WHERE sessions > 0) AS distinct_users,
+                COALESCE(sum(with_errors), 0)::bigint AS sessions_with_errors,
+                COALESCE(sum(analysed), 0)::bigint AS analysed_sessions,
+                COALESCE(sum(failed), 0)::bigint AS failed_sessions,
+                COALESCE(sum(ended), 0)::bigint AS timed_sessions,
+                ARRAY[{}] AS duration_hist
+           FROM r",
+        hist.join(", ")
     );
-    Ok(query(sql, scope).fetch_one(pool).await?)
+    let mut out: Summary = query(sql, scope, false).fetch_one(pool).await?;
+    if out.timed_sessions <= EXACT_MEDIAN_MAX {
+        let (median,): (Option<f64>,) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - started_at))::float8
+               FROM conversations c
+              WHERE c.org_id = $1 AND c.started_at >= $2 AND c.started_at < $3 AND c.ended_at IS NOT NULL
+                AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5)",
+        )
+        .bind(scope.org)
+        .bind(scope.start)
+        .bind(scope.end)
+        .bind(scope.project_id)
+        .bind(scope.agent_name.clone())
+        .fetch_one(pool)
+        .await?;
+        out.median_duration_seconds = median;
+    } else {
+        out.median_duration_seconds = estimate_median(&out.duration_hist);
+        out.median_estimated = true;
+    }
+    Ok(out)
+}
+
+/// Lower bound in seconds of histogram bucket `k` (1-based; see `crewkit_duration_bucket`).
+fn bucket_floor(k: usize) -> f64 {
+    if k <= 1 { 0.0 } else { 30.0 * 2f64.powf((k as f64 - 2.0) / 2.0) }
+}
+
+/// The median of a duration histogram, interpolating linearly inside the bucket that holds it
+/// (the last, open bucket is taken to end at twice its start). Within one bucket, that is within
+/// a factor of √2 of the true median.
+pub fn estimate_median(hist: &[i64]) -> Option<f64> {
+    let total: i64 = hist.iter().sum();
+    if total <= 0 {
+        return None;
+    }
+    let half = total as f64 / 2.0;
+    let mut below = 0.0;
+    for (i, &n) in hist.iter().enumerate() {
+        let k = i + 1;
+        if n > 0 && below + n as f64 >= half {
+            let (lo, hi) = (bucket_floor(k), if k == hist.len() { 2.0 * bucket_floor(k) } else { bucket_floor(k + 1) });
+            return Some(lo + (hi - lo) * (half - below) / n as f64);
+        }
+        below += n as f64;
+    }
+    None
 }
 
 /// One group of a breakdown.
@@ -181,55 +362,41 @@ pub enum Dimension {
 
 pub async fn breakdown(pool: &PgPool, scope: &Scope, by: Dimension, limit: Option<i64>) -> StoreResult<Vec<Group>> {
     let (key, label, join) = match by {
-        Dimension::Agent => ("s.agent_name", "NULL::text", ""),
-        Dimension::Project => ("s.project_id::text", "p.name", "LEFT JOIN projects p ON p.id = s.project_id"),
-        Dimension::User => ("s.user_id::text", "u.email", "LEFT JOIN users u ON u.id = s.user_id"),
-        Dimension::Repository => {
-            ("s.repository_id::text", "r.slug", "LEFT JOIN repositories r ON r.id = s.repository_id")
-        }
+        Dimension::Agent => ("r.agent_name", "NULL::text", ""),
+        Dimension::Project => ("r.project_id", "p.name", "LEFT JOIN projects p ON p.id = g.key"),
+        Dimension::User => ("r.user_id", "u.email", "LEFT JOIN users u ON u.id = g.key"),
+        Dimension::Repository => ("r.repository_id", "rp.slug", "LEFT JOIN repositories rp ON rp.id = g.key"),
     };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(
-        "{WINDOW_CTE}
-         SELECT {key} AS key, max({label}) AS label, count(*) AS sessions,
-                COALESCE(sum(s.cost_usd), 0) AS cost_usd,
-                bool_and(s.cost_usd IS NOT NULL) AS cost_complete,
-                COALESCE(sum(s.input_tokens::numeric + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens), 0) AS tokens,
-                count(DISTINCT s.user_id) AS users
-           FROM s {join}
-          GROUP BY {key}
-          ORDER BY cost_usd DESC, sessions DESC, key{limit}"
+        "{ROWS_CTE},
+         g AS (
+            SELECT {key} AS key, sum(r.sessions)::bigint AS sessions, COALESCE(sum(r.cost_usd), 0) AS cost_usd,
+                   COALESCE(sum(r.cost_unknown), 0) = 0 AS cost_complete,
+                   COALESCE(sum({TOKENS}), 0) AS tokens,
+                   count(DISTINCT r.user_id) FILTER (WHERE r.sessions > 0) AS users
+              FROM r GROUP BY 1 HAVING sum(r.sessions) > 0
+         )
+         SELECT g.key::text AS key, {label} AS label, g.sessions, g.cost_usd, g.cost_complete, g.tokens, g.users
+           FROM g {join}
+          ORDER BY g.cost_usd DESC, g.sessions DESC, 1{limit}"
     );
-    Ok(query(sql, scope).fetch_all(pool).await?)
+    Ok(query(sql, scope, false).fetch_all(pool).await?)
 }
 
 /// Cost by model; what session totals hold beyond their models is the model `(unattributed)`.
 pub async fn by_model(pool: &PgPool, scope: &Scope) -> StoreResult<Vec<Group>> {
     let sql = format!(
-        "{WINDOW_CTE},
-         m AS (
-            SELECT m.model, s.id AS session, s.user_id, COALESCE(m.cost_usd, 0) AS cost,
-                   m.cost_usd IS NOT NULL AS known,
-                   m.input_tokens::numeric + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens AS tokens
-              FROM s JOIN conversation_models m ON m.conversation_id = s.id
-            UNION ALL
-            SELECT '(unattributed)', s.id, s.user_id,
-                   s.cost_usd - COALESCE((SELECT sum(cm.cost_usd) FROM conversation_models cm WHERE cm.conversation_id = s.id), 0),
-                   true,
-                   (s.input_tokens::numeric + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens)
-                     - COALESCE((SELECT sum(cm.input_tokens::numeric + cm.output_tokens + cm.cache_read_tokens + cm.cache_write_tokens)
-                                   FROM conversation_models cm WHERE cm.conversation_id = s.id), 0)
-              FROM s WHERE s.cost_usd IS NOT NULL
-         )
-         SELECT model AS key, NULL::text AS label, count(DISTINCT session) AS sessions,
-                COALESCE(sum(cost), 0) AS cost_usd, bool_and(known) AS cost_complete,
-                COALESCE(sum(tokens), 0) AS tokens, count(DISTINCT user_id) AS users
-           FROM m
+        "{ROWS_CTE}{MODEL_ROWS_CTE}
+         SELECT model AS key, NULL::text AS label, sum(sessions)::bigint AS sessions,
+                COALESCE(sum(cost_usd), 0) AS cost_usd, COALESCE(sum(cost_unknown), 0) = 0 AS cost_complete,
+                COALESCE(sum(tokens), 0) AS tokens, count(DISTINCT user_id) FILTER (WHERE sessions > 0) AS users
+           FROM mr
           GROUP BY model
-         HAVING model <> '(unattributed)' OR sum(cost) <> 0
+         HAVING sum(sessions) > 0 AND (model <> '(unattributed)' OR sum(cost_usd) <> 0)
           ORDER BY cost_usd DESC, key"
     );
-    Ok(query(sql, scope).fetch_all(pool).await?)
+    Ok(query(sql, scope, false).fetch_all(pool).await?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,27 +425,91 @@ pub async fn timeseries(pool: &PgPool, scope: &Scope, interval: Interval, metric
         Interval::Week => "week",
     };
     let value = match metric {
-        Metric::Sessions => "count(*)::numeric",
-        Metric::Cost => "COALESCE(sum(cost_usd), 0)",
-        Metric::Tokens => {
-            "COALESCE(sum(input_tokens::numeric + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
-        }
+        Metric::Sessions => "COALESCE(sum(sessions), 0)::numeric".to_string(),
+        Metric::Cost => "COALESCE(sum(cost_usd), 0)".to_string(),
+        Metric::Tokens => format!("COALESCE(sum({TOKENS}), 0)"),
     };
     let sql = format!(
-        "{WINDOW_CTE},
+        "{ROWS_CTE},
          b AS (
             SELECT gs AS local_start
-              FROM generate_series(date_trunc('{unit}', $2 AT TIME ZONE $6),
-                                   ($3 AT TIME ZONE $6) - interval '1 microsecond',
+              FROM generate_series(date_trunc('{unit}', $2 AT TIME ZONE $10),
+                                   ($3 AT TIME ZONE $10) - interval '1 microsecond',
                                    interval '1 {unit}') gs
          ),
          agg AS (
-            SELECT date_trunc('{unit}', started_at AT TIME ZONE $6) AS local_start, {value} AS value
-              FROM s GROUP BY 1
+            SELECT date_trunc('{unit}', at AT TIME ZONE $10) AS local_start, {value} AS value
+              FROM r GROUP BY 1
          )
-         SELECT (b.local_start AT TIME ZONE $6) AS start, COALESCE(agg.value, 0) AS value
+         SELECT (b.local_start AT TIME ZONE $10) AS start, COALESCE(agg.value, 0) AS value
            FROM b LEFT JOIN agg USING (local_start)
           ORDER BY b.local_start"
     );
-    Ok(query(sql, scope).bind(scope.tz.clone()).fetch_all(pool).await?)
+    Ok(query(sql, scope, true).bind(scope.tz.clone()).fetch_all(pool).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_interpolated_inside_its_bucket() {
+        let mut hist = vec![0; 24];
+        assert_eq!(estimate_median(&hist), None);
+        // Three sessions under 30 s and one of an hour: the median lies in the first bucket.
+        hist[0] = 3;
+        hist[12] = 1;
+        let m = estimate_median(&hist).unwrap();
+        assert!((0.0..30.0).contains(&m), "{m}");
+        // All in the bucket [960 s, 1357.6 s): the estimate stays inside it.
+        let mut hist = vec![0; 24];
+        hist[11] = 10;
+        let m = estimate_median(&hist).unwrap();
+        assert!((960.0..1357.7).contains(&m), "{m}");
+        // The open last bucket (17 h and more) is read as ending at twice its start.
+        let mut hist = vec![0; 24];
+        hist[23] = 2;
+        assert_eq!(estimate_median(&hist), Some(61_440.0 * 1.5));
+    }
+
+    #[test]
+    fn cuts_split_a_window_into_raw_hour_and_day_parts() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let scope = |start: &str, end: &str, tz: &str, whole: bool| Scope {
+            org: OrgId(uuid::Uuid::nil()),
+            start: t(start),
+            end: t(end),
+            tz: tz.into(),
+            project_id: None,
+            agent_name: None,
+            tz_whole_hours: whole,
+        };
+        let s = scope("2026-11-01T10:15:00Z", "2026-11-05T08:30:00Z", "UTC", true);
+        assert_eq!(
+            s.cuts(false),
+            [
+                t("2026-11-01T11:00:00Z"),
+                t("2026-11-02T00:00:00Z"),
+                t("2026-11-05T00:00:00Z"),
+                t("2026-11-05T08:00:00Z")
+            ]
+        );
+        // Local buckets outside UTC: hours only; in a zone of half hours: raw only.
+        let s = scope("2026-11-01T10:15:00Z", "2026-11-05T08:30:00Z", "Europe/Berlin", true);
+        assert_eq!(
+            s.cuts(true),
+            [
+                t("2026-11-01T11:00:00Z"),
+                t("2026-11-05T08:00:00Z"),
+                t("2026-11-05T08:00:00Z"),
+                t("2026-11-05T08:00:00Z")
+            ]
+        );
+        assert_eq!(s.cuts(false)[1], t("2026-11-02T00:00:00Z"));
+        let s = scope("2026-11-01T10:15:00Z", "2026-11-05T08:30:00Z", "Asia/Kolkata", false);
+        assert_eq!(s.cuts(true), [s.end; 4]);
+        // Inside one hour: raw only.
+        let s = scope("2026-11-01T10:15:00Z", "2026-11-01T10:45:00Z", "UTC", true);
+        assert_eq!(s.cuts(false), [s.end; 4]);
+    }
 }
