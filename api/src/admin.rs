@@ -74,10 +74,10 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<serde_jso
             .bind(org_id)
             .fetch_all(&db)
             .await?;
-            for (session, org) in &sessions {
-                crewkit_jobs::store::search::index_session(&db, *org, *session).await?;
-            }
-            json!({"indexed": sessions.len()})
+            let backend = crewkit_jobs::search_index::SearchBackend::from_config(config)?;
+            backend.set_up().await?;
+            let indexed = backend.index_sessions(&db, &sessions).await?;
+            json!({"indexed": indexed, "engine": backend.engine()})
         }
     };
     Ok(out)

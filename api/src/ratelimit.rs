@@ -167,7 +167,7 @@ pub fn refused(v: Verdict) -> ApiError {
     let mut e = ApiError::new(
         poem::http::StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        &format!("this API key is over its limit of {} requests per minute; retry after the window resets", v.limit),
+        format!("this API key is over its limit of {} requests per minute; retry after the window resets", v.limit),
     );
     e.retry_after = Some(v.reset_secs.max(1));
     e

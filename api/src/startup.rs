@@ -12,6 +12,7 @@ use crate::routes::{AllApis, apis};
 use crate::state::AppState;
 use crewkit_jobs::Config;
 use crewkit_jobs::queue::Queues;
+use crewkit_jobs::search_index::SearchBackend;
 use crewkit_jobs::store;
 
 pub const TITLE: &str = "crewkit sessions API";
@@ -80,9 +81,26 @@ impl Application {
             config.redis_response_timeout,
             config.worker_heartbeat,
         )?;
+        let search = SearchBackend::from_config(&config)?;
+        // The index's settings are applied and awaited before serving. If Meilisearch is down,
+        // the API still serves everything else: search answers 503, /readyz says why, and the
+        // set-up is retried in the background until it succeeds.
+        if let Err(e) = search.set_up().await {
+            tracing::error!(error = %e, "search index set-up failed; retrying in the background");
+            let retry = search.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    match retry.set_up().await {
+                        Ok(()) => break tracing::info!("search index set up"),
+                        Err(e) => tracing::warn!(error = %e, "search index set-up failed again"),
+                    }
+                }
+            });
+        }
         let acceptor = TcpListener::bind(config.bind).into_acceptor().await?;
         let port = acceptor.local_addr()[0].as_socket_addr().map_or(0, |a| a.port());
-        Ok(Self { acceptor, state: AppState::new(config, db, queues), port })
+        Ok(Self { acceptor, state: AppState::new(config, db, queues, search), port })
     }
 
     pub fn port(&self) -> u16 {

@@ -27,10 +27,12 @@ pub struct AppState {
     pub ingest_depth: Arc<AtomicU64>,
     /// Per-key request counts, flushed to Redis in the background (`ratelimit`).
     pub limiter: crate::ratelimit::Limiter,
+    /// Meilisearch or the embedded PostgreSQL full text.
+    pub search: crewkit_jobs::search_index::SearchBackend,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: PgPool, queues: Queues) -> Self {
+    pub fn new(config: Config, db: PgPool, queues: Queues, search: crewkit_jobs::search_index::SearchBackend) -> Self {
         Self {
             principals: Cache::builder()
                 .max_capacity(100_000)
@@ -39,6 +41,7 @@ impl AppState {
             sessions: Cache::builder().max_capacity(200_000).build(),
             ingest_depth: Arc::new(AtomicU64::new(0)),
             limiter: crate::ratelimit::Limiter::default(),
+            search,
             db,
             queues,
             config: Arc::new(config),

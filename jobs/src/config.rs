@@ -23,6 +23,8 @@ pub struct Config {
     pub redis_url: String,
     pub meili_url: Option<String>,
     pub meili_master_key: Option<String>,
+    /// Prepended to the Meilisearch index name (`{prefix}sessions`).
+    pub meili_index_prefix: String,
     pub bind: SocketAddr,
     /// Prefix of every Redis key we own (queues included), so deployments and tests can share a
     /// Redis without seeing each other's jobs.
@@ -87,6 +89,11 @@ impl Config {
             meaning: "Meilisearch URL; unset: search uses PostgreSQL full text",
         },
         Variable { name: "MEILI_MASTER_KEY", default: "(unset)", meaning: "Meilisearch key" },
+        Variable {
+            name: "MEILI_INDEX_PREFIX",
+            default: "crewkit_",
+            meaning: "prefix of the Meilisearch index name (`{prefix}sessions`), one per deployment",
+        },
         Variable { name: "CREWKIT_BIND", default: "127.0.0.1:8080", meaning: "address the API listens on" },
         Variable { name: "CREWKIT_QUEUE_PREFIX", default: "crewkit", meaning: "prefix of every Redis key (queues)" },
         Variable {
@@ -206,6 +213,7 @@ impl Config {
             redis_url: get("REDIS_URL"),
             meili_url: opt("MEILI_URL"),
             meili_master_key: opt("MEILI_MASTER_KEY"),
+            meili_index_prefix: get("MEILI_INDEX_PREFIX"),
             bind: parse("CREWKIT_BIND", get("CREWKIT_BIND"))?,
             queue_prefix: get("CREWKIT_QUEUE_PREFIX"),
             max_events_per_request: num("CREWKIT_MAX_EVENTS_PER_REQUEST")? as usize,

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::ids::{OrgId, SessionId};
 use crate::lifecycle::JobError;
 use crate::queue::{JobKind, Queues};
-use crate::store::search;
+use crate::search_index::SearchBackend;
 
 /// How long a trigger waits for more changes before the index runs.
 pub const DEBOUNCE_SECS: u64 = 2;
@@ -52,11 +52,21 @@ pub async fn request(queues: &Queues, org: OrgId, session: SessionId, request_id
     }
 }
 
-/// Runs the job: re-reads the session and upserts its document.
-#[tracing::instrument(skip_all, fields(session = %job.session_id))]
-pub async fn run(db: &PgPool, queues: &Queues, job: &IndexSession) -> Result<(), JobError> {
+/// Indexes the session right away, outside the debounce: for `end`, after which a session changes
+/// rarely and users look for it at once. At most one extra run per session.
+pub async fn request_now(queues: &Queues, org: OrgId, session: SessionId, request_id: Option<String>) {
+    let job = IndexSession { org_id: org, session_id: session, request_id };
+    if let Err(e) = queues.push(JobKind::IndexSession, &job).await {
+        tracing::warn!(error = %e, %session, "could not queue index_session");
+    }
+}
+
+/// Runs the job: re-reads the session and upserts its document, in PostgreSQL or in Meilisearch
+/// (waiting for the Meilisearch task; a failed task fails the job, which is retried).
+#[tracing::instrument(skip_all, fields(session = %job.session_id, engine = backend.engine()))]
+pub async fn run(db: &PgPool, queues: &Queues, backend: &SearchBackend, job: &IndexSession) -> Result<(), JobError> {
     let mut conn = queues.connection();
     let _: Result<i64, _> = redis::cmd("DEL").arg(debounce_key(queues, job.session_id)).query_async(&mut conn).await;
-    search::index_session(db, job.org_id, job.session_id).await?;
+    backend.index_session(db, job.org_id, job.session_id).await?;
     Ok(())
 }

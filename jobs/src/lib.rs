@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod persist_events;
 pub mod pricing;
 pub mod queue;
+pub mod search_index;
 pub mod service;
 pub mod store;
 pub mod telemetry;

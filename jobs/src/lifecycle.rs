@@ -12,6 +12,15 @@ pub enum JobError {
     Retryable(String),
 }
 
+impl From<crate::search_index::SearchError> for JobError {
+    fn from(e: crate::search_index::SearchError) -> Self {
+        match e {
+            crate::search_index::SearchError::Store(e) => e.into(),
+            unavailable => JobError::Retryable(unavailable.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -121,7 +121,7 @@ pub async fn end_session(
     let payload =
         AnalyzeSession { org_id: org, session_id: id, reason: "end".into(), request_id: end.request_id.clone() };
     push_after_commit(queues, JobKind::AnalyzeSession, job.id, &payload).await;
-    index_session::request(queues, org, id, end.request_id.clone()).await;
+    index_session::request_now(queues, org, id, end.request_id.clone()).await;
     Ok(job.id)
 }
 

@@ -57,6 +57,17 @@ impl TestApp {
         Self::spawn_with(true, HashMap::new()).await
     }
 
+    /// The variables that point a test at the Meilisearch of `MEILI_URL` (and `MEILI_MASTER_KEY`),
+    /// or `None` when none is configured: the caller prints that it skipped.
+    pub fn meilisearch_vars() -> Option<HashMap<String, String>> {
+        let url = std::env::var("MEILI_URL").ok().filter(|u| !u.is_empty())?;
+        let mut vars = HashMap::from([("MEILI_URL".to_string(), url)]);
+        if let Ok(key) = std::env::var("MEILI_MASTER_KEY") {
+            vars.insert("MEILI_MASTER_KEY".into(), key);
+        }
+        Some(vars)
+    }
+
     /// The API alone: jobs stay queued.
     pub async fn spawn_without_worker() -> TestApp {
         Self::spawn_with(false, HashMap::new()).await
@@ -87,6 +98,10 @@ impl TestApp {
         vars.insert("CREWKIT_BIND".into(), "127.0.0.1:0".into());
         vars.entry("CREWKIT_WORKER_POLL_MS".into()).or_insert_with(|| "20".into());
         vars.entry("CREWKIT_SHUTDOWN_TIMEOUT_SECS".into()).or_insert_with(|| "2".into());
+        // A test that asks for Meilisearch (`with_meilisearch`) gets an index of its own.
+        if vars.contains_key("MEILI_URL") {
+            vars.insert("MEILI_INDEX_PREFIX".into(), format!("ck_test_{}_", &id[..16]));
+        }
         let config = Config::from_vars(&vars).expect("test config");
 
         let app = Application::build(config.clone(), true).await.expect("API builds");

@@ -42,6 +42,7 @@ pub struct WorkerState {
     pub queues: Queues,
     pub config: Arc<Config>,
     pub faults: Arc<Faults>,
+    pub search: crewkit_jobs::search_index::SearchBackend,
 }
 
 /// A name no other live worker has.
@@ -112,7 +113,15 @@ pub async fn run(
         Queues::new(&config.redis_url, &config.queue_prefix, config.redis_response_timeout, config.worker_heartbeat)?;
     let grace = config.shutdown_timeout;
     let faults = Arc::new(Faults::parse(config.faults.as_deref()));
-    let state = WorkerState { db, queues, config: Arc::new(config), faults };
+    let search = crewkit_jobs::search_index::SearchBackend::from_config(&config)?;
+    if kinds.contains(&JobKind::IndexSession) {
+        // Documents carry their primary key, so indexing works before this; the settings make
+        // filters work. A failure here is not fatal: the API retries the set-up too.
+        if let Err(e) = search.set_up().await {
+            tracing::error!(error = %e, "search index set-up failed; index_session jobs will retry");
+        }
+    }
+    let state = WorkerState { db, queues, config: Arc::new(config), faults, search };
     let scheduler = kinds.contains(&JobKind::AnalyzeSession).then(|| tokio::spawn(schedule::run(state.clone())));
     let metrics_server = state.config.metrics_bind.map(|addr| tokio::spawn(serve_metrics(addr, state.queues.clone())));
     let monitor = monitor(state, &kinds);

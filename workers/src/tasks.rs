@@ -140,5 +140,6 @@ pub async fn index_session_task(
 ) -> Result<(), BoxDynError> {
     let kind = JobKind::IndexSession;
     let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
-    tracked(&state.db, of, faulted(&state, kind, index_session::run(&state.db, &state.queues, &job))).await
+    tracked(&state.db, of, faulted(&state, kind, index_session::run(&state.db, &state.queues, &state.search, &job)))
+        .await
 }

@@ -40,7 +40,8 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// 200 when PostgreSQL and Redis answer, else 503 naming what failed.
+    /// 200 when PostgreSQL, Redis and (when configured) Meilisearch answer, else 503 naming what
+    /// failed.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
         let mut checks = std::collections::BTreeMap::new();
@@ -48,7 +49,14 @@ impl HealthApi {
         checks.insert("postgres".to_string(), pg.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()));
         let redis = state.queues.ping().await;
         checks.insert("redis".to_string(), redis.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()));
-        if pg.is_ok() && redis.is_ok() {
+        let search = state.search.healthy().await;
+        if state.search.engine() != "postgres" {
+            checks.insert(
+                state.search.engine().to_string(),
+                search.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
+            );
+        }
+        if pg.is_ok() && redis.is_ok() && search.is_ok() {
             ReadyResponse::Ready(Json(Health { status: "ok".into(), checks }))
         } else {
             ReadyResponse::NotReady(Json(Health { status: "unavailable".into(), checks }))

@@ -11,7 +11,7 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::models::{Session, SessionStatus};
 use crate::state::AppState;
-use crewkit_jobs::store::search;
+use crewkit_jobs::search_index::SearchError;
 use crewkit_jobs::store::sessions;
 
 pub struct SearchApi;
@@ -114,7 +114,14 @@ impl SearchApi {
             started_before: started_before.0,
         }
         .into_filter(p)?;
-        let (hits, total) = search::search(&state.db, p.org_id, &q, &filter, page.0, per_page.0).await?;
+        let (hits, total) =
+            state.search.search(&state.db, p.org_id, &q, &filter, page.0, per_page.0).await.map_err(|e| match e {
+                SearchError::Store(e) => ApiError::from(e),
+                unavailable => {
+                    tracing::warn!(error = %unavailable, "search backend unavailable");
+                    ApiError::unavailable("search is unavailable right now; retry later", 5)
+                }
+            })?;
         let ids: Vec<_> = hits.iter().map(|h| h.session_id).collect();
         let rows = sessions::sessions_by_ids(&state.db, p.org_id, &ids).await?;
         let data = rows
@@ -136,7 +143,7 @@ impl SearchApi {
             per_page: per_page.0,
             total,
             total_pages: super::total_pages(total, per_page.0),
-            engine: "postgres".to_string(),
+            engine: state.search.engine().to_string(),
         }))
     }
 }

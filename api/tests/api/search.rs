@@ -1,5 +1,7 @@
-//! Search on the embedded (PostgreSQL) backend, fed by index_session jobs.
+//! Search, fed by index_session jobs: every test runs on the embedded PostgreSQL backend, and
+//! again on Meilisearch when `MEILI_URL` names one (else that run says it skipped).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crewkit_testkit::TestApp;
@@ -19,6 +21,57 @@ async fn search_until(app: &TestApp, key: &str, org: &str, q: &str, want: usize)
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Engine {
+    Postgres,
+    Meilisearch,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Meilisearch => "meilisearch",
+        }
+    }
+
+    /// The app on this engine; `None` (after saying so) when Meilisearch is not configured.
+    async fn spawn(self, worker: bool, test: &str) -> Option<TestApp> {
+        let vars = match self {
+            Engine::Postgres => HashMap::new(),
+            Engine::Meilisearch => match TestApp::meilisearch_vars() {
+                Some(vars) => vars,
+                None => {
+                    eprintln!("SKIPPED {test} on meilisearch: MEILI_URL is not set");
+                    return None;
+                }
+            },
+        };
+        Some(TestApp::spawn_with(worker, vars).await)
+    }
+}
+
+/// One test per engine: `name::postgres` and `name::meilisearch`.
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+            #[tokio::test]
+            async fn meilisearch() {
+                super::$name(super::Engine::Meilisearch).await
+            }
+        }
+    };
+}
+
+on_both_engines!(sessions_are_found_by_summary_prompt_and_file_even_with_a_typo);
+on_both_engines!(c10_search_never_returns_another_orgs_sessions_whatever_the_query);
+on_both_engines!(a_burst_of_updates_is_indexed_a_bounded_number_of_times);
+on_both_engines!(admin_reindex_rebuilds_the_index_from_postgres);
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -28,9 +81,8 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-#[tokio::test]
-async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
-    let app = TestApp::spawn().await;
+async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo(engine: Engine) {
+    let Some(app) = engine.spawn(true, "typo search").await else { return };
     let s = app.create_session(json!({"agent_session_id": "srch", "remote_url": "git@github.com:acme/backend"})).await;
     let sid = s["id"].as_str().unwrap();
     let events = json!({"events": [
@@ -38,16 +90,28 @@ async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
         {"event_type": "PreToolUse", "data": {"tool_name": "Edit", "tool_use_id": "t1", "tool_input": {"file_path": "/src/worker/batcher.rs"}}}
     ]});
     app.ingest_and_wait(sid, &TestApp::json(events)).await;
+    let ended = Instant::now();
     app.post(
         &format!("/{}/sessions/{sid}/end", app.org),
         &json!({"summary": "Added context compaction to the worker"}),
     )
     .await;
+    // Time from `end` to searchable (the debounce is most of it).
+    let deadline = ended + Duration::from_secs(20);
+    loop {
+        let (_, res) = app.get(&format!("/{}/sessions/search?q=compaction", app.org)).await;
+        if res["total"] == 1 {
+            eprintln!("end → searchable on {}: {} ms", engine.name(), ended.elapsed().as_millis());
+            break;
+        }
+        assert!(Instant::now() < deadline, "never searchable: {res}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     for q in ["compaction", "compactoin", "ingestion", "batcher.rs", "acme/backend"] {
         let res = search_until(&app, &app.api_key, &app.org, q, 1).await;
         assert_eq!(res["data"][0]["id"], sid, "{q}: {res}");
-        assert_eq!(res["engine"], "postgres");
+        assert_eq!(res["engine"], engine.name());
     }
     let res = search_until(&app, &app.api_key, &app.org, "compaction", 1).await;
     assert!(res["data"][0]["highlights"]["summary"].as_str().unwrap().contains("<em>compaction</em>"), "{res}");
@@ -58,9 +122,8 @@ async fn sessions_are_found_by_summary_prompt_and_file_even_with_a_typo() {
     assert_eq!(filtered["total"], 0);
 }
 
-#[tokio::test]
-async fn c10_search_never_returns_another_orgs_sessions_whatever_the_query() {
-    let app = TestApp::spawn().await;
+async fn c10_search_never_returns_another_orgs_sessions_whatever_the_query(engine: Engine) {
+    let Some(app) = engine.spawn(true, "c10").await else { return };
     let (b, b_key) = app.other_org().await;
     let (_, bs) =
         app.post_as(&b_key, &format!("/{b}/sessions"), TestApp::json(json!({"title": "secret merger plan"}))).await;
@@ -78,13 +141,55 @@ async fn c10_search_never_returns_another_orgs_sessions_whatever_the_query() {
         }
         assert!(!res.to_string().contains(bs["id"].as_str().unwrap()), "{q}");
     }
+    // Filter values are typed literals too: quotes and operators in them match nothing else.
+    for f in
+        [r#"agent_name=x" OR org_id != "none"#, r#"repo=a\" OR status = "active"#, "status=active&repo=%22%20OR%20%22"]
+    {
+        let f = f.replace(' ', "%20").replace('"', "%22");
+        let (status, res) = app.get(&format!("/{}/sessions/search?q=plan&{f}", app.org)).await;
+        assert!(status == 200 || status == 400, "{f}: {status} {res}");
+        if status == 200 {
+            assert_eq!(res["total"], 0, "{f}: {res}");
+        }
+    }
     let (status, _) = app.get(&format!("/{b}/sessions/search?q=secret")).await;
     assert_eq!(status, 404, "another org's path");
 }
 
 #[tokio::test]
-async fn a_burst_of_updates_is_indexed_a_bounded_number_of_times() {
-    let app = TestApp::spawn().await;
+async fn meilisearch_down_means_503_and_not_ready_never_empty_results() {
+    // Nothing listens on port 9: every Meilisearch call fails as it would with the server down.
+    let vars = HashMap::from([("MEILI_URL".to_string(), "http://127.0.0.1:9".to_string())]);
+    let app = TestApp::spawn_with(true, vars).await;
+    let s = app.create_session(json!({"title": "unreachable"})).await;
+    let (status, p) = app.get(&format!("/{}/sessions/search?q=unreachable", app.org)).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(p["code"], "unavailable");
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_ne!(ready["checks"]["meilisearch"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["postgres"], "ok");
+    // The index job fails and is retried, never marked done.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, error FROM jobs WHERE kind = 'index_session' AND session_id = $1")
+                .bind(s["id"].as_str().unwrap().parse::<crewkit_jobs::ids::SessionId>().unwrap())
+                .fetch_optional(&app.db)
+                .await
+                .unwrap();
+        if let Some((status, Some(err))) = &row {
+            assert_ne!(status, "succeeded");
+            assert!(err.contains("meilisearch"), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the index job never ran: {row:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_burst_of_updates_is_indexed_a_bounded_number_of_times(engine: Engine) {
+    let Some(app) = engine.spawn(true, "burst").await else { return };
     let s = app.create_session(json!({})).await;
     let sid = s["id"].as_str().unwrap();
     for i in 0..50 {
@@ -124,10 +229,9 @@ async fn a_blank_or_oversized_query_is_400() {
     assert_eq!(status, 400, "{p}");
 }
 
-#[tokio::test]
-async fn admin_reindex_rebuilds_the_index_from_postgres() {
+async fn admin_reindex_rebuilds_the_index_from_postgres(engine: Engine) {
     // No worker: nothing gets indexed by jobs.
-    let app = TestApp::spawn_without_worker().await;
+    let Some(app) = engine.spawn(false, "reindex").await else { return };
     let s = app.create_session(json!({"title": "rebuild me"})).await;
     let (_, before) = app.get(&format!("/{}/sessions/search?q=rebuild", app.org)).await;
     assert_eq!(before["total"], 0);
@@ -135,7 +239,7 @@ async fn admin_reindex_rebuilds_the_index_from_postgres() {
         crewkit_api::admin::run(&app.config, crewkit_api::admin::AdminCommand::Reindex { org: Some(app.org.clone()) })
             .await
             .unwrap();
-    assert_eq!(out["indexed"], 1);
+    assert_eq!((out["indexed"].as_i64(), out["engine"].as_str()), (Some(1), Some(engine.name())));
     let (_, after) = app.get(&format!("/{}/sessions/search?q=rebuild", app.org)).await;
     assert_eq!(after["data"][0]["id"], s["id"]);
 }

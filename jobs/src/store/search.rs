@@ -9,24 +9,29 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::sessions::SessionFilter;
 use super::{StoreError, StoreResult};
-use crate::ids::{OrgId, SessionId};
+use crate::ids::{OrgId, ProjectId, SessionId, UserId};
 
 /// At most this much prompt text goes into a document.
 const MAX_PROMPTS_BYTES: i32 = 20_000;
 
 /// Builds the session's document from its row and its events, in one statement.
+/// The session row and what its events say, for one document; binds $1 org, $2 session,
+/// $3 the prompt bytes kept.
+const DOCUMENT_CTE: &str = "WITH c AS (
+        SELECT c.*, r.slug AS repo FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
+         WHERE c.org_id = $1 AND c.id = $2),
+     p AS (
+        SELECT left(string_agg(e.data->>'prompt', E'\\n' ORDER BY e.order_at, e.seq), $3) AS prompts
+          FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'UserPromptSubmit'),
+     f AS (
+        SELECT string_agg(DISTINCT COALESCE(e.data->'tool_input'->>'file_path', e.data->'tool_input'->>'path'), ' ') AS files,
+               string_agg(DISTINCT e.tool_name, ' ') AS tools
+          FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'PreToolUse')";
+
+/// Builds the session's document from its row and its events, in one statement.
 pub async fn index_session(db: &PgPool, org: OrgId, session: SessionId) -> StoreResult<()> {
-    let res = sqlx::query(
-        "WITH c AS (
-            SELECT c.*, r.slug AS repo FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id
-             WHERE c.org_id = $1 AND c.id = $2),
-         p AS (
-            SELECT left(string_agg(e.data->>'prompt', E'\\n' ORDER BY e.order_at, e.seq), $3) AS prompts
-              FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'UserPromptSubmit'),
-         f AS (
-            SELECT string_agg(DISTINCT COALESCE(e.data->'tool_input'->>'file_path', e.data->'tool_input'->>'path'), ' ') AS files,
-                   string_agg(DISTINCT e.tool_name, ' ') AS tools
-              FROM events e WHERE e.conversation_id = $2 AND e.event_type = 'PreToolUse')
+    let sql = format!(
+        "{DOCUMENT_CTE}
          INSERT INTO search_documents (session_id, org_id, agent_name, status, project_id, repo, user_id,
                 started_at, cost_usd, title, summary, prompts, files, tools, metadata, body, tsv, indexed_at)
          SELECT c.id, c.org_id, c.agent_name, c.status, c.project_id, c.repo, c.user_id, c.started_at,
@@ -44,17 +49,50 @@ pub async fn index_session(db: &PgPool, org: OrgId, session: SessionId) -> Store
                 repo = EXCLUDED.repo, started_at = EXCLUDED.started_at, cost_usd = EXCLUDED.cost_usd,
                 title = EXCLUDED.title, summary = EXCLUDED.summary, prompts = EXCLUDED.prompts,
                 files = EXCLUDED.files, tools = EXCLUDED.tools, metadata = EXCLUDED.metadata,
-                body = EXCLUDED.body, tsv = EXCLUDED.tsv, indexed_at = now()",
-    )
-    .bind(org)
-    .bind(session)
-    .bind(MAX_PROMPTS_BYTES)
-    .execute(db)
-    .await?;
+                body = EXCLUDED.body, tsv = EXCLUDED.tsv, indexed_at = now()"
+    );
+    let res = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(session).bind(MAX_PROMPTS_BYTES).execute(db).await?;
     if res.rows_affected() == 0 {
         return Err(StoreError::NotFound("session"));
     }
     Ok(())
+}
+
+/// A session's document for an external index (Meilisearch).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DocumentRow {
+    pub session_id: SessionId,
+    pub org_id: OrgId,
+    pub agent_name: String,
+    pub status: String,
+    pub project_id: Option<ProjectId>,
+    pub repo: Option<String>,
+    pub user_id: UserId,
+    pub started_at: DateTime<Utc>,
+    pub cost_usd: Option<rust_decimal::Decimal>,
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub prompts: String,
+    pub files: String,
+    pub tools: String,
+    pub agent_session_id: Option<String>,
+    pub metadata: String,
+}
+
+pub async fn document(db: &PgPool, org: OrgId, session: SessionId) -> StoreResult<Option<DocumentRow>> {
+    let sql = format!(
+        "{DOCUMENT_CTE}
+         SELECT c.id AS session_id, c.org_id, c.agent_name, c.status, c.project_id, c.repo, c.user_id, c.started_at,
+                c.cost_usd, c.title, c.summary, COALESCE(p.prompts, '') AS prompts, COALESCE(f.files, '') AS files,
+                COALESCE(f.tools, '') AS tools, c.agent_session_id, c.metadata::text AS metadata
+           FROM c, p, f"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org)
+        .bind(session)
+        .bind(MAX_PROMPTS_BYTES)
+        .fetch_optional(db)
+        .await?)
 }
 
 /// One hit.
