@@ -1,6 +1,7 @@
 //! The worker fleet: each job kind's result on real input, and the fleet's semantics with real
 //! processes (`crewkit-worker`), real Redis and real PostgreSQL.
 
+mod compose;
 mod jobs;
 mod processes;
 
