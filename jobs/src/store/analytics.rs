@@ -144,7 +144,7 @@ const MODEL_ROWS_CTE: &str = ",
 
 /// Sessions whose durations are sorted for an exact median; above it, the median is estimated
 /// from the rollups' duration histograms.
-pub const EXACT_MEDIAN_MAX: i64 = 50_000;
+pub const EXACT_MEDIAN_MAX: i64 = 10_000;
 
 /// Why a window is refused.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +159,35 @@ pub enum WindowError {
     Store(#[from] StoreError),
 }
 
+/// Zones PostgreSQL has recognised, so each is checked once per process. (`pg_timezone_names`
+/// reads the whole zone database on every query: ~50 ms, most of an analytics request.)
+static KNOWN_ZONES: std::sync::LazyLock<std::sync::RwLock<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether PostgreSQL knows `tz` as a zone database name (IANA, e.g. `Europe/Berlin`).
+async fn known_zone(pool: &PgPool, tz: &str) -> Result<bool, WindowError> {
+    if KNOWN_ZONES.read().expect("zones lock").contains(tz) {
+        return Ok(true);
+    }
+    let looks_like_a_name =
+        !tz.is_empty() && tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+    if !looks_like_a_name {
+        return Ok(false);
+    }
+    // `AT TIME ZONE` would also accept abbreviations and POSIX strings; the list holds only
+    // the zone database's names.
+    let known: Option<(String,)> = sqlx::query_as("SELECT name FROM pg_timezone_names WHERE name = $1")
+        .bind(tz)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::from)?;
+    if known.is_some() || tz == "UTC" {
+        KNOWN_ZONES.write().expect("zones lock").insert(tz.to_string());
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Resolves the window's bounds in `tz` (a date is that day's local midnight; an end date
 /// includes its whole day) and validates the zone with PostgreSQL's own zone database.
 pub async fn resolve_window(
@@ -167,12 +196,7 @@ pub async fn resolve_window(
     start: Option<Bound>,
     end: Option<Bound>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>, bool), WindowError> {
-    let known: Option<(String,)> = sqlx::query_as("SELECT name FROM pg_timezone_names WHERE name = $1")
-        .bind(tz)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::from)?;
-    if known.is_none() && tz != "UTC" {
+    if !known_zone(pool, tz).await? {
         return Err(WindowError::TimeZone(tz.to_string()));
     }
     let local_midnight = |d: NaiveDate| async move {
