@@ -79,10 +79,13 @@ pub struct SessionList {
     pub page: u32,
     /// Page size.
     pub per_page: u32,
-    /// Sessions matching the filters, over all pages.
+    /// Sessions matching the filters, over all pages, counted up to 10,000.
     pub total: i64,
-    /// Number of pages.
+    /// Number of pages (of the counted matches).
     pub total_pages: i64,
+    /// More sessions match than were counted: `total` is a lower bound. Narrow the filters
+    /// (e.g. `started_after`) for an exact count; later pages can still be read.
+    pub total_capped: bool,
 }
 
 /// A session with everything known about it.
@@ -263,6 +266,7 @@ impl SessionsApi {
             per_page: per_page.0,
             total,
             total_pages: super::total_pages(total, per_page.0),
+            total_capped: total >= sessions::LIST_COUNT_CAP,
         }))
     }
 

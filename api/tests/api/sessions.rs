@@ -82,3 +82,24 @@ async fn a_session_can_be_read_by_its_org_slug_or_its_org_id() {
     assert_eq!(by_slug["run"]["id"], s["run_id"]);
     assert_eq!(by_slug["task_count"], 0);
 }
+
+#[tokio::test]
+async fn a_list_counts_up_to_ten_thousand_and_says_when_it_stopped() {
+    let app = TestApp::spawn_without_worker().await;
+    let first = app.create_session(serde_json::json!({"started_at": "2026-06-01T12:00:00Z"})).await;
+    sqlx::query(
+        "INSERT INTO conversations (id, org_id, run_id, user_id, thread_id, started_at)
+         SELECT gen_random_uuid(), org_id, run_id, user_id, gen_random_uuid(), started_at - g * interval '1 minute'
+           FROM conversations, generate_series(1, 10005) g",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, page) = app.get(&format!("/{}/sessions?per_page=5", app.org)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!((page["total"].as_i64(), page["total_capped"].as_bool()), (Some(10_000), Some(true)));
+    assert_eq!(page["data"][0]["id"], first["id"], "newest first");
+    // A narrower filter counts exactly again.
+    let (_, narrow) = app.get(&format!("/{}/sessions?started_after=2026-06-01T11:00:00Z", app.org)).await;
+    assert_eq!((narrow["total"].as_i64(), narrow["total_capped"].as_bool()), (Some(61), Some(false)), "{narrow}");
+}

@@ -304,7 +304,12 @@ fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrgId, f: &SessionFilter) 
     }
 }
 
-/// One page of sessions, newest first (ties broken by id so pages never overlap), and the total.
+/// Above this many matches a list reports `total` as this many and `total_capped`: counting a
+/// million rows per page costs more than the page (Sentry and GitHub cap their counts too).
+pub const LIST_COUNT_CAP: i64 = 10_000;
+
+/// One page of sessions, newest first (ties broken by id so pages never overlap), and the
+/// number of matches, counted up to `LIST_COUNT_CAP`.
 #[tracing::instrument(skip_all, fields(org = %org, page, per_page))]
 pub async fn list_sessions(
     pool: &PgPool,
@@ -314,8 +319,9 @@ pub async fn list_sessions(
     per_page: u32,
 ) -> StoreResult<(Vec<SessionRow>, i64)> {
     let from = " FROM conversations c LEFT JOIN repositories r ON r.id = c.repository_id";
-    let mut count = QueryBuilder::new(format!("SELECT count(*){from}"));
+    let mut count = QueryBuilder::new(format!("SELECT count(*) FROM (SELECT 1{from}"));
     push_filters(&mut count, org, filter);
+    count.push(" LIMIT ").push_bind(LIST_COUNT_CAP).push(") matches");
     let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;
 
     let mut qb = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS}{from}"));
