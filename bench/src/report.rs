@@ -158,8 +158,10 @@ fn table(s: &Map<String, Value>) -> String {
             ],
         );
     }
-    if let Some(v) = s.get("S6") {
-        if let Some(eps) = v["ours"].as_object() {
+    if let Some(v) = s.get("S6")
+        && let Some(eps) = v["ours"].as_object()
+    {
+        {
             let order = ["list", "summary", "timeseries", "by-agent", "cost-breakdown", "by-user", "team-overview"];
             let mut eps: Vec<_> = eps.iter().collect();
             eps.sort_by_key(|(k, _)| order.iter().position(|o| o == k));
