@@ -18,6 +18,10 @@ use serde::Serialize;
 
 use crate::ids::{JobId, SessionId};
 
+/// One task pushed to run now, onto the active list (see `lua/push_now.lua` for why).
+static PUSH_NOW: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/push_now.lua")));
+
 /// Every kind of job, each with its own queue so ops can scale workers per queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
@@ -202,12 +206,38 @@ impl Queues {
                 TaskBuilder::new(bytes.clone()).task_id(QueueTaskId::from(ulid)).max_attempts(kind.max_attempts());
             if delay_secs > 0 { builder.run_in_seconds(delay_secs).build() } else { builder.build() }
         };
-        let mut conn = self.conn.clone();
-        match apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await {
-            Ok(_) => Ok(()),
+        let conn = self.conn.clone();
+        let push = |mut conn: ConnectionManager| {
+            let config = config.clone();
+            let task = task();
+            async move {
+                if delay_secs > 0 {
+                    apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.map(|_| ())
+                } else {
+                    let meta = serde_json::to_string(task.metadata()).map_err(apalis_redis::Error::Json)?;
+                    PUSH_NOW
+                        .key(config.job_data_hash())
+                        .key(config.job_meta_hash())
+                        .key(config.active_jobs_list())
+                        .key(config.signal_list())
+                        .arg(ulid.to_string())
+                        .arg(&task.args)
+                        .arg(0)
+                        .arg(kind.max_attempts())
+                        .arg(meta)
+                        .arg(if config.emit_events { "1" } else { "0" })
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(apalis_redis::Error::Database)
+                }
+            }
+        };
+        match push(conn.clone()).await {
+            Ok(()) => Ok(()),
             Err(apalis_redis::Error::Database(e)) if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() => {
                 tracing::warn!(error = %e, "redis push failed, retrying once");
-                apalis_redis::queries::push_tasks(&mut conn, &config, &[task()]).await?;
+                push(conn).await?;
                 Ok(())
             }
             Err(e) => Err(e.into()),

@@ -292,3 +292,43 @@ async fn a_log_with_only_post_tool_use_still_counts_its_calls_commands_and_files
     assert_eq!(a["files"]["read"], json!(["/a.rs"]));
     assert_eq!(a["subagents"], json!({"count": 2, "by_type": {"Explore": 2}}));
 }
+
+/// apalis-redis's own push puts every task in the scheduled set, and its fetch promotes all due
+/// ones with one Lua `unpack()`, which fails above about 8,000: a backlog that size stopped every
+/// worker. Immediate jobs now go straight onto the active list, and a backlog drains.
+#[tokio::test]
+async fn a_backlog_of_nine_thousand_jobs_waits_on_the_active_list_and_drains() {
+    use crewkit_jobs::index_session::IndexSession;
+    use crewkit_jobs::queue::{JobKind, Queues};
+    let app = TestApp::spawn_without_worker().await;
+    let c = &app.config;
+    let queues =
+        Queues::new(&c.redis_url, &c.queue_prefix, c.redis_response_timeout, c.worker_heartbeat).expect("queues");
+    let org: crewkit_jobs::ids::OrgId = app.org_id.parse().unwrap();
+    let job =
+        IndexSession { org_id: org, session_id: crewkit_jobs::ids::SessionId(uuid::Uuid::now_v7()), request_id: None };
+    for _ in 0..18 {
+        let round = (0..500).map(|_| queues.push(JobKind::IndexSession, &job));
+        for r in futures::future::join_all(round).await {
+            r.expect("push");
+        }
+    }
+    let config = queues.config(JobKind::IndexSession);
+    let mut conn = queues.connection();
+    let (active, scheduled): (u64, u64) = redis::pipe()
+        .llen(config.active_jobs_list())
+        .zcard(config.scheduled_jobs_set())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((active, scheduled), (9_000, 0));
+    // A worker fetches from that backlog (its jobs fail for good: the session does not exist).
+    let handle = tokio::spawn(crewkit_workers::run(c.clone(), &[JobKind::IndexSession], std::future::pending()));
+    eventually(30, "the backlog shrinks", || async {
+        let left: u64 =
+            redis::cmd("LLEN").arg(config.active_jobs_list()).query_async(&mut queues.connection()).await.unwrap();
+        (left < 8_900).then_some(())
+    })
+    .await;
+    handle.abort();
+}
