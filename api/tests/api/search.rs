@@ -243,3 +243,71 @@ async fn admin_reindex_rebuilds_the_index_from_postgres(engine: Engine) {
     let (_, after) = app.get(&format!("/{}/sessions/search?q=rebuild", app.org)).await;
     assert_eq!(after["data"][0]["id"], s["id"]);
 }
+
+/// Waits for a Meilisearch task (by uid) to finish; returns it.
+async fn meili_task(app: &TestApp, url: &str, key: &str, uid: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t: Value =
+            app.http.get(format!("{url}/tasks/{uid}")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+        if matches!(t["status"].as_str(), Some("succeeded" | "failed" | "canceled")) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task {uid} never finished: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn c11_the_index_has_primary_key_id_and_a_failed_indexing_task_fails_the_job() {
+    let Some(vars) = TestApp::meilisearch_vars() else {
+        eprintln!("SKIPPED c11 on meilisearch: MEILI_URL is not set");
+        return;
+    };
+    let app = TestApp::spawn_with(true, vars).await;
+    let url = app.config.meili_url.clone().unwrap();
+    let key = app.config.meili_master_key.clone().unwrap_or_default();
+    let index = format!("{}sessions", app.config.meili_index_prefix);
+    // Documents carry id, org_id, user_id and project_id: the primary key was set, not guessed.
+    let s = app.create_session(json!({"title": "primary key check"})).await;
+    let found = search_until(&app, &app.api_key, &app.org, "primary", 1).await;
+    assert_eq!(found["data"][0]["id"], s["id"], "{found}");
+    let idx: Value =
+        app.http.get(format!("{url}/indexes/{index}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(idx["primaryKey"], "id", "{idx}");
+
+    // Replace the index by one keyed on org_id: the next document write's task fails.
+    let del: Value =
+        app.http.delete(format!("{url}/indexes/{index}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    meili_task(&app, &url, &key, del["taskUid"].as_u64().unwrap()).await;
+    let created: Value = app
+        .http
+        .post(format!("{url}/indexes"))
+        .bearer_auth(&key)
+        .json(&json!({"uid": index, "primaryKey": "org_id"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meili_task(&app, &url, &key, created["taskUid"].as_u64().unwrap()).await["status"], "succeeded");
+    let doomed = app.create_session(json!({"title": "never indexed"})).await;
+    let sid: crewkit_jobs::ids::SessionId = doomed["id"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, error) = loop {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, error FROM jobs WHERE kind = 'index_session' AND session_id = $1")
+                .bind(sid)
+                .fetch_optional(&app.db)
+                .await
+                .unwrap();
+        if let Some((status, Some(err))) = row {
+            break (status, err);
+        }
+        assert!(Instant::now() < deadline, "the index job never reported its failure");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(status, "succeeded");
+    assert!(error.contains("task failed"), "{error}");
+}
