@@ -149,6 +149,13 @@ impl TestApp {
         format!("http://127.0.0.1:{port}")
     }
 
+    /// Starts another worker process's worth of workers (as a supervisor restarting one would);
+    /// it runs until the test ends.
+    pub fn start_another_worker(&self) {
+        let config = self.config.clone();
+        tokio::spawn(async move { crewkit_workers::run(config, &[], std::future::pending()).await });
+    }
+
     /// A key for another user of this org with the given role.
     pub async fn key_with_role(&self, email: &str, role: &str) -> String {
         let out = admin::run(

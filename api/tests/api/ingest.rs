@@ -198,3 +198,93 @@ async fn a_burst_over_the_keys_limit_gets_429_with_retry_after_across_api_proces
     let (status, _) = app.get_as(&member, &list).await;
     assert_eq!(status, 200);
 }
+
+/// A Redis of this test's own, durable (appendonly, fsync always) so a restart keeps its queue.
+struct OwnRedis {
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16, dir: std::path::PathBuf) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (script/test needs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OwnRedis { dir, child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_means_503_and_after_it_returns_nothing_accepted_is_lost() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("ck-redis-{port}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = OwnRedis::start(port, dir.clone());
+    let vars = std::collections::HashMap::from([("REDIS_URL".to_string(), format!("redis://127.0.0.1:{port}"))]);
+    let app = TestApp::spawn_with(true, vars).await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let batch = |id: &str| {
+        TestApp::json(json!({"events": [{"event_type": "Notification", "id": id, "data": {"message": id}}]}))
+    };
+    assert_eq!(app.ingest(&sid, &batch("before")).await.0, 202);
+
+    redis.stop();
+    let (status, p) = app.ingest(&sid, &batch("during")).await;
+    assert_eq!(status, 503, "{p}");
+    let (ready, _) = app.get("/readyz").await;
+    assert_eq!(ready, 503);
+
+    let _redis = OwnRedis::start(port, dir);
+    // A worker process that lost Redis exits (apalis ends its workers on a broken stream) and its
+    // supervisor starts it again (compose: `restart: unless-stopped`); so does this test.
+    app.start_another_worker();
+    // The refused batch is sent again (as the forwarder does from its spool), and a new one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.ingest(&sid, &batch("during")).await.0 != 202 {
+        assert!(std::time::Instant::now() < deadline, "ingestion never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.ingest(&sid, &batch("after")).await.0, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = app.events(&sid).await;
+        let mut ids = Vec::new();
+        for m in ["before", "during", "after"] {
+            let marker = format!("\"message\":\"{m}\"");
+            ids.extend(events.iter().filter(|e| e.to_string().contains(&marker)).map(|_| m.to_string()));
+        }
+        assert_eq!(ids.len(), events.len(), "{events:?}");
+        if ids.len() == 3 {
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["after", "before", "during"], "{ids:?}");
+            break;
+        }
+        assert!(ids.len() < 3, "duplicates: {ids:?}");
+        assert!(std::time::Instant::now() < deadline, "events lost: {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

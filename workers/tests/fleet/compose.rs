@@ -104,7 +104,9 @@ fn compose_matches_the_binaries_configuration() {
         if !command[0].starts_with("crewkit") {
             continue;
         }
-        // Our services: their environment must be configuration the binaries really read.
+        // Our services come back by themselves (a worker that lost Redis exits).
+        assert_eq!(svc["restart"].as_str(), Some("unless-stopped"), "{name} has no restart policy");
+        // Their environment must be configuration the binaries really read.
         let env: HashMap<String, String> = svc["environment"]
             .as_mapping()
             .unwrap_or_else(|| panic!("{name} has no environment"))
