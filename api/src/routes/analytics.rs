@@ -489,15 +489,16 @@ impl AnalyticsApi {
         let p = auth.for_org(&org_id)?;
         let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
         // Four independent reads of the same window: side by side on four connections.
-        let (total, models, projects, users) = tokio::try_join!(
-            an::summary(&state.db, &s),
+        let (sets, models) = tokio::try_join!(
+            an::breakdowns(&state.db, &s, &[Dimension::Project, Dimension::User], None),
             an::by_model(&state.db, &s),
-            an::breakdown(&state.db, &s, Dimension::Project, None),
-            an::breakdown(&state.db, &s, Dimension::User, None),
         )?;
+        let total = &sets.total;
+        let mut by = sets.by.into_iter().map(|(_, groups)| groups);
+        let (projects, users) = (by.next().unwrap_or_default(), by.next().unwrap_or_default());
         Ok(Json(CostBreakdown {
             period: period(&s),
-            total_cost_usd: Money(total.total_cost_usd),
+            total_cost_usd: Money(total.cost_usd),
             cost_complete: total.cost_complete,
             by_model: models
                 .into_iter()
@@ -576,28 +577,24 @@ impl AnalyticsApi {
     ) -> Result<Json<TeamOverview>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
-        let (sum, agents, repos) = tokio::try_join!(
-            an::summary(&state.db, &s),
-            an::breakdown(&state.db, &s, Dimension::Agent, Some(5)),
-            an::breakdown(&state.db, &s, Dimension::Repository, Some(5)),
-        )?;
-        let users = sum.distinct_users;
-        let per_user = if users > 0 { (sum.total_cost_usd / Decimal::from(users)).round_dp(6) } else { Decimal::ZERO };
+        let sets = an::breakdowns(&state.db, &s, &[Dimension::Agent, Dimension::Repository], Some(5)).await?;
+        let sum = &sets.total;
+        let (analysed, failed, with_errors) = (sets.analysed_sessions, sets.failed_sessions, sets.sessions_with_errors);
+        let mut by = sets.by.into_iter().map(|(_, groups)| groups);
+        let (agents, repos) = (by.next().unwrap_or_default(), by.next().unwrap_or_default());
+        let users = sum.users;
+        let per_user = if users > 0 { (sum.cost_usd / Decimal::from(users)).round_dp(6) } else { Decimal::ZERO };
         Ok(Json(TeamOverview {
             period: period(&s),
             active_users: users,
-            total_sessions: sum.total_sessions,
-            sessions_per_user: if users > 0 { sum.total_sessions as f64 / users as f64 } else { 0.0 },
-            total_cost_usd: Money(sum.total_cost_usd),
+            total_sessions: sum.sessions,
+            sessions_per_user: if users > 0 { sum.sessions as f64 / users as f64 } else { 0.0 },
+            total_cost_usd: Money(sum.cost_usd),
             cost_per_user: Money(per_user),
-            failure_rate: if sum.analysed_sessions > 0 {
-                sum.failed_sessions as f64 / sum.analysed_sessions as f64
-            } else {
-                0.0
-            },
-            analysed_sessions: sum.analysed_sessions,
-            failed_sessions: sum.failed_sessions,
-            sessions_with_errors: sum.sessions_with_errors,
+            failure_rate: if analysed > 0 { failed as f64 / analysed as f64 } else { 0.0 },
+            analysed_sessions: analysed,
+            failed_sessions: failed,
+            sessions_with_errors: with_errors,
             top_agents: agents.into_iter().map(agent_row).collect(),
             top_repositories: repos
                 .into_iter()

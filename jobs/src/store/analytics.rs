@@ -362,7 +362,7 @@ pub fn estimate_median(hist: &[i64]) -> Option<f64> {
 }
 
 /// One group of a breakdown.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Group {
     /// The group's key (an id, a name or a slug); `None` for sessions without one.
     pub key: Option<String>,
@@ -406,6 +406,107 @@ pub async fn breakdown(pool: &PgPool, scope: &Scope, by: Dimension, limit: Optio
           ORDER BY g.cost_usd DESC, g.sessions DESC, 1{limit}"
     );
     Ok(query(sql, scope, false).fetch_all(pool).await?)
+}
+
+/// The window's totals and several breakdowns, from one scan (`GROUPING SETS`).
+#[derive(Debug, Clone, Default)]
+pub struct Breakdowns {
+    pub total: Group,
+    pub analysed_sessions: i64,
+    pub failed_sessions: i64,
+    pub sessions_with_errors: i64,
+    /// Per dimension asked for, in `breakdown`'s order.
+    pub by: Vec<(Dimension, Vec<Group>)>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct SetRow {
+    set_bits: i32,
+    key: Option<String>,
+    label: Option<String>,
+    sessions: i64,
+    cost_usd: Decimal,
+    cost_complete: bool,
+    tokens: Decimal,
+    users: i64,
+    analysed: i64,
+    failed: i64,
+    with_errors: i64,
+}
+
+/// `GROUPING(project_id, user_id, agent_name, repository_id)` of each dimension's grouping set.
+fn set_bits(d: Dimension) -> i32 {
+    match d {
+        Dimension::Project => 0b0111,
+        Dimension::User => 0b1011,
+        Dimension::Agent => 0b1101,
+        Dimension::Repository => 0b1110,
+    }
+}
+
+/// Totals plus the breakdowns by `dims`, each like `breakdown` (same rows, same order, the first
+/// `limit` of each), in one read of the window instead of one per breakdown.
+pub async fn breakdowns(
+    pool: &PgPool,
+    scope: &Scope,
+    dims: &[Dimension],
+    limit: Option<usize>,
+) -> StoreResult<Breakdowns> {
+    // All four dimensions are grouped (GROUPING() needs each of its columns in some set); the
+    // extra groups are a few rows each, and the scan is shared.
+    let sql = format!(
+        "{ROWS_CTE},
+         g AS (
+            SELECT GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) AS set_bits,
+                   r.project_id, r.user_id, r.agent_name, r.repository_id,
+                   COALESCE(sum(r.sessions), 0)::bigint AS sessions, COALESCE(sum(r.cost_usd), 0) AS cost_usd,
+                   COALESCE(sum(r.cost_unknown), 0) = 0 AS cost_complete,
+                   COALESCE(sum({TOKENS}), 0) AS tokens,
+                   count(DISTINCT r.user_id) FILTER (WHERE r.sessions > 0) AS users,
+                   COALESCE(sum(r.analysed), 0)::bigint AS analysed, COALESCE(sum(r.failed), 0)::bigint AS failed,
+                   COALESCE(sum(r.with_errors), 0)::bigint AS with_errors
+              FROM r
+             GROUP BY GROUPING SETS ((), (r.project_id), (r.user_id), (r.agent_name), (r.repository_id))
+            HAVING sum(r.sessions) > 0 OR GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) = 15
+         )
+         SELECT g.set_bits,
+                CASE g.set_bits WHEN 7 THEN g.project_id::text WHEN 11 THEN g.user_id::text
+                                WHEN 13 THEN g.agent_name WHEN 14 THEN g.repository_id::text END AS key,
+                CASE g.set_bits WHEN 7 THEN p.name WHEN 11 THEN u.email WHEN 14 THEN rp.slug END AS label,
+                g.sessions, g.cost_usd, g.cost_complete, g.tokens, g.users, g.analysed, g.failed, g.with_errors
+           FROM g
+           LEFT JOIN projects p ON p.id = g.project_id
+           LEFT JOIN users u ON u.id = g.user_id
+           LEFT JOIN repositories rp ON rp.id = g.repository_id"
+    );
+    let rows: Vec<SetRow> = query(sql, scope, false).fetch_all(pool).await?;
+    let mut out = Breakdowns { by: dims.iter().map(|d| (*d, Vec::new())).collect(), ..Breakdowns::default() };
+    for r in rows {
+        let group = Group {
+            key: r.key,
+            label: r.label,
+            sessions: r.sessions,
+            cost_usd: r.cost_usd,
+            cost_complete: r.cost_complete,
+            tokens: r.tokens,
+            users: r.users,
+        };
+        if r.set_bits == 15 {
+            out.total = group;
+            out.analysed_sessions = r.analysed;
+            out.failed_sessions = r.failed;
+            out.sessions_with_errors = r.with_errors;
+        } else if let Some((_, groups)) = out.by.iter_mut().find(|(d, _)| set_bits(*d) == r.set_bits) {
+            groups.push(group);
+        }
+    }
+    for (_, groups) in &mut out.by {
+        groups.sort_by(|a, b| b.cost_usd.cmp(&a.cost_usd).then(b.sessions.cmp(&a.sessions)).then(a.key.cmp(&b.key)));
+        if let Some(n) = limit {
+            groups.truncate(n);
+        }
+    }
+    Ok(out)
 }
 
 /// Cost by model; what session totals hold beyond their models is the model `(unattributed)`.
