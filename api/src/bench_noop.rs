@@ -12,41 +12,17 @@
 use poem::http::StatusCode;
 use poem::web::RequestBody;
 use poem::{Body, Request, Route, handler};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::body::read_repaired;
 
 /// The variable that mounts the route.
 pub const ENV: &str = "CREWKIT_BENCH_NOOP";
 
-/// The batch in the shape `validate_batch` first decodes it into.
-#[derive(Deserialize)]
-#[allow(dead_code)] // decoded to do the parsing work, never read
-struct Batch<'a> {
-    #[serde(borrow)]
-    events: Vec<Event<'a>>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Event<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    timestamp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
 #[handler]
 async fn noop(req: &Request, body: Body) -> poem::Result<StatusCode> {
     let text = read_repaired(req, &mut RequestBody::new(body)).await?;
-    let batch: Batch<'_> = serde_json::from_str(&text)
-        .map_err(|e| crate::error::ApiError::invalid("body", "invalid_json", e.to_string()))?;
-    std::hint::black_box(batch.events.len());
+    let events = crewkit_jobs::domain::ingest::decode_only(&text).map_err(crate::error::ApiError::from)?;
+    std::hint::black_box(events);
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -181,10 +181,6 @@ impl Meili {
         Ok(Meili { client, index })
     }
 
-    pub fn index_name(&self) -> &str {
-        &self.index
-    }
-
     /// Creates the index with its primary key (if new) and applies the settings, awaiting both.
     pub async fn set_up(&self) -> Result<(), SearchError> {
         let created = self.client.create_index(&self.index, Some("id")).await?;

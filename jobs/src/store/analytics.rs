@@ -280,10 +280,6 @@ pub struct Summary {
     #[sqlx(skip)]
     pub median_estimated: bool,
     pub distinct_users: i64,
-    pub sessions_with_errors: i64,
-    /// Sessions analysed to a final outcome, and those whose outcome is `failed`.
-    pub analysed_sessions: i64,
-    pub failed_sessions: i64,
     /// Sessions with an `ended_at`, and their durations' histogram (`crewkit_duration_bucket`).
     pub timed_sessions: i64,
     pub duration_hist: Vec<i64>,
@@ -304,9 +300,6 @@ pub async fn summary(pool: &PgPool, scope: &Scope) -> StoreResult<Summary> {
                 COALESCE(sum(cache_write_tokens), 0) AS cache_write_tokens,
                 (sum(duration_seconds) / NULLIF(sum(ended), 0))::float8 AS avg_duration_seconds,
                 count(DISTINCT user_id) FILTER (WHERE sessions > 0) AS distinct_users,
-                COALESCE(sum(with_errors), 0)::bigint AS sessions_with_errors,
-                COALESCE(sum(analysed), 0)::bigint AS analysed_sessions,
-                COALESCE(sum(failed), 0)::bigint AS failed_sessions,
                 COALESCE(sum(ended), 0)::bigint AS timed_sessions,
                 ARRAY[{}] AS duration_hist
            FROM r",
