@@ -100,9 +100,16 @@ async fn seed(b: &Bench, n: i64) -> anyhow::Result<f64> {
         sqlx::query("SELECT crewkit_rebuild_rollups()").execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    for t in
-        ["runs", "conversations", "conversation_models", "users", "repositories", "projects", "conversation_rollups"]
-    {
+    for t in [
+        "runs",
+        "conversations",
+        "conversation_models",
+        "users",
+        "repositories",
+        "projects",
+        "conversation_rollups",
+        "model_rollups",
+    ] {
         // conversation_rollups is absent from schemas before the rollups migration.
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {t}"))).execute(&b.db).await;
     }

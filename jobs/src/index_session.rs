@@ -22,6 +22,11 @@ pub struct IndexSession {
     pub session_id: SessionId,
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Wait until every event batch accepted for the session so far is persisted before reading
+    /// it (as analysis does): set by `end`, whose job is queued at once and would otherwise race
+    /// the last batch and index the session without its last prompt.
+    #[serde(default)]
+    pub after_ingestion: bool,
 }
 
 fn debounce_key(queues: &Queues, session: SessionId) -> String {
@@ -42,7 +47,7 @@ pub async fn request(queues: &Queues, org: OrgId, session: SessionId, request_id
         .await;
     match set {
         Ok(Some(_)) => {
-            let job = IndexSession { org_id: org, session_id: session, request_id };
+            let job = IndexSession { org_id: org, session_id: session, request_id, after_ingestion: false };
             if let Err(e) = queues.push_delayed(JobKind::IndexSession, &job, DEBOUNCE_SECS).await {
                 tracing::warn!(error = %e, %session, "could not queue index_session");
             }
@@ -55,7 +60,7 @@ pub async fn request(queues: &Queues, org: OrgId, session: SessionId, request_id
 /// Indexes the session right away, outside the debounce: for `end`, after which a session changes
 /// rarely and users look for it at once. At most one extra run per session.
 pub async fn request_now(queues: &Queues, org: OrgId, session: SessionId, request_id: Option<String>) {
-    let job = IndexSession { org_id: org, session_id: session, request_id };
+    let job = IndexSession { org_id: org, session_id: session, request_id, after_ingestion: true };
     if let Err(e) = queues.push(JobKind::IndexSession, &job).await {
         tracing::warn!(error = %e, %session, "could not queue index_session");
     }

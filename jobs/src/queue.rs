@@ -118,11 +118,18 @@ impl Queues {
 
     /// The apalis-redis configuration of one kind's queue. A worker misses 3 heartbeats before
     /// its in-flight jobs are handed to others (the default is 10 × 30 s = 5 minutes).
+    ///
+    /// Lease locking is off: a fetch already moves each task from the active list into the
+    /// worker's in-flight set (which is what a dead worker's jobs are re-enqueued from), and the
+    /// lock step then ran `LREM active 1 id` per task, a scan of the whole backlog for an id no
+    /// longer in it, so consuming was O(backlog) per job (about 300 jobs/s from 100k). What the
+    /// lock wrote, `status: Running` in the task's meta hash, our job record holds instead.
     pub fn config(&self, kind: JobKind) -> QueueConfig {
         QueueConfig::default()
             .queue(format!("{}:{}", self.prefix, kind.name()))
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(3)
+            .lock_tasks(false)
     }
 
     /// Pushes one job and returns its id once Redis has it. A connection error is retried once
@@ -190,13 +197,26 @@ impl Queues {
         Ok(job_id)
     }
 
-    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
     async fn push_at<T: Serialize>(
         &self,
         kind: JobKind,
         job_id: JobId,
         job: &T,
         delay_secs: u64,
+    ) -> Result<(), QueueError> {
+        self.push_counted(kind, job_id, job, delay_secs, None).await
+    }
+
+    /// Pushes one job; `counter`, for a job to run now, is a key incremented (and kept an hour) in
+    /// the same script, only when the task is new, so a retried push never counts twice.
+    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
+    async fn push_counted<T: Serialize>(
+        &self,
+        kind: JobKind,
+        job_id: JobId,
+        job: &T,
+        delay_secs: u64,
+        counter: Option<&str>,
     ) -> Result<(), QueueError> {
         let ulid = job_id.ulid();
         let bytes = serde_json::to_vec(job)?;
@@ -215,11 +235,12 @@ impl Queues {
                     apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.map(|_| ())
                 } else {
                     let meta = serde_json::to_string(task.metadata()).map_err(apalis_redis::Error::Json)?;
-                    PUSH_NOW
-                        .key(config.job_data_hash())
-                        .key(config.job_meta_hash())
-                        .key(config.active_jobs_list())
-                        .key(config.signal_list())
+                    let mut script = PUSH_NOW.key(config.job_data_hash());
+                    script.key(config.job_meta_hash()).key(config.active_jobs_list()).key(config.signal_list());
+                    if let Some(counter) = counter {
+                        script.key(counter);
+                    }
+                    script
                         .arg(ulid.to_string())
                         .arg(&task.args)
                         .arg(0)
@@ -295,22 +316,14 @@ impl Queues {
         format!("{}:pending-ingest:{session}", self.prefix)
     }
 
-    /// Pushes a `persist_events` job and counts it as pending for its session, both commands
-    /// in flight together on the multiplexed connection (one round trip of latency). The
-    /// analysis waits for the count to drain, so it sees every event accepted before the end.
+    /// Pushes a `persist_events` job and counts it as pending for its session, in one script (one
+    /// Redis command on the hot path). The analysis waits for the count to drain, so it sees
+    /// every event accepted before the end.
     pub async fn push_ingest(&self, job: &crate::persist_events::PersistEvents) -> Result<JobId, QueueError> {
-        let mut conn = self.conn.clone();
+        let (job_id, _) = JobId::generate_ulid();
         let key = self.pending_key(job.session_id);
-        let count = async move {
-            redis::pipe().incr(&key, 1).ignore().expire(&key, 3600).ignore().query_async::<()>(&mut conn).await
-        };
-        let (pushed, counted) = tokio::join!(self.push(JobKind::PersistEvents, job), count);
-        match (&pushed, counted) {
-            (Err(_), Ok(())) => self.ingest_done(job.session_id).await, // nothing was queued after all
-            (_, Err(e)) => tracing::warn!(error = %e, "could not count a pending ingestion job"),
-            _ => {}
-        }
-        pushed
+        self.push_counted(JobKind::PersistEvents, job_id, job, 0, Some(&key)).await?;
+        Ok(job_id)
     }
 
     /// Marks one of the session's ingestion jobs as done (persisted, or failed for good).

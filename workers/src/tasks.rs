@@ -93,7 +93,7 @@ pub async fn analyze_session_task(
 }
 
 /// Waits (at most 10 s) until every ingestion job accepted for the session so far is persisted,
-/// so an analysis queued by `end` sees all the events sent before it.
+/// so an analysis or index queued by `end` sees all the events sent before it.
 async fn wait_for_ingestion(state: &WorkerState, session: SessionId) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -140,6 +140,11 @@ pub async fn index_session_task(
 ) -> Result<(), BoxDynError> {
     let kind = JobKind::IndexSession;
     let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
-    tracked(&state.db, of, faulted(&state, kind, index_session::run(&state.db, &state.queues, &state.search, &job)))
-        .await
+    let work = async {
+        if job.after_ingestion {
+            wait_for_ingestion(&state, job.session_id).await;
+        }
+        index_session::run(&state.db, &state.queues, &state.search, &job).await
+    };
+    tracked(&state.db, of, faulted(&state, kind, work)).await
 }

@@ -9,6 +9,8 @@
 --
 -- KEYS[1]: the task data hash      KEYS[2]: the metadata prefix
 -- KEYS[3]: the active task list    KEYS[4]: the signal list
+-- KEYS[5] (optional): a counter to increment when the task is new (kept an hour): the session's
+--   ingestion jobs not yet persisted, counted here so a retried push never counts twice
 -- ARGV[1]: task id   ARGV[2]: task data   ARGV[3]: attempts   ARGV[4]: max attempts
 -- ARGV[5]: metadata JSON   ARGV[6]: "1" to publish an availability event
 local set = redis.call("hsetnx", KEYS[1], ARGV[1], ARGV[2])
@@ -34,5 +36,9 @@ if set == 1 then
     end
     redis.call("del", KEYS[4])
     redis.call("lpush", KEYS[4], 1)
+    if KEYS[5] then
+        redis.call("incr", KEYS[5])
+        redis.call("expire", KEYS[5], 3600)
+    end
 end
 return set

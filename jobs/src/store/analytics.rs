@@ -96,7 +96,7 @@ fn ceil_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
 }
 
 /// Rollup rows and raw edge rows of the window; binds $1 org, $2 start, $3 end, $4 project,
-/// $5 agent, $6..$9 the cuts (`Scope::cuts`).
+/// $5 agent, $6..$9 the cuts (`Scope::cuts`). Use it through `rows_cte`.
 const ROWS_CTE: &str = "WITH r AS (
     SELECT bucket AS at, project_id, agent_name, user_id, repository_id, sessions, active, cost_unknown, cost_usd,
            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, ended, duration_seconds,
@@ -110,7 +110,7 @@ const ROWS_CTE: &str = "WITH r AS (
            (c.cost_usd IS NULL)::int, COALESCE(c.cost_usd, 0), c.input_tokens, c.output_tokens,
            c.cache_read_tokens, c.cache_write_tokens, (c.ended_at IS NOT NULL)::int,
            COALESCE(extract(epoch FROM c.ended_at - c.started_at), 0),
-           crewkit_hist_add(array_fill(0::bigint, ARRAY[24]), crewkit_duration_bucket(extract(epoch FROM c.ended_at - c.started_at))),
+           @RAW_HIST@,
            (c.error_count > 0)::int,
            COALESCE(c.outcome IN ('completed', 'completed_with_errors', 'failed', 'abandoned'), false)::int,
            COALESCE(c.outcome = 'failed', false)::int,
@@ -121,6 +121,17 @@ const ROWS_CTE: &str = "WITH r AS (
       FROM conversations c
      WHERE c.org_id = $1 AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5)
        AND ((c.started_at >= $2 AND c.started_at < $6) OR (c.started_at >= $9 AND c.started_at < $3)))";
+
+/// A raw session's duration histogram (one count in its bucket).
+const RAW_HIST: &str = "crewkit_hist_add(array_fill(0::bigint, ARRAY[24]), \
+                        crewkit_duration_bucket(extract(epoch FROM c.ended_at - c.started_at)))";
+
+/// `ROWS_CTE`, with the raw rows' duration histograms only when the query reads them: PostgreSQL
+/// computes every column of a `UNION ALL` branch whether read or not, and the histogram (a
+/// PL/pgSQL call and a NUMERIC logarithm per session) was most of the cost of the edge rows.
+fn rows_cte(with_hist: bool) -> String {
+    ROWS_CTE.replace("@RAW_HIST@", if with_hist { RAW_HIST } else { "NULL::bigint[]" })
+}
 
 /// The same window over `model_rollups` and raw `conversation_models`, plus each session's
 /// remainder beyond its models as the model `(unattributed)`; follows `ROWS_CTE`.
@@ -287,8 +298,9 @@ pub struct Summary {
 
 pub async fn summary(pool: &PgPool, scope: &Scope) -> StoreResult<Summary> {
     let hist: Vec<String> = (1..=24).map(|k| format!("COALESCE(sum(duration_hist[{k}]), 0)::bigint")).collect();
+    let rows = rows_cte(true);
     let sql = format!(
-        "{ROWS_CTE}
+        "{rows}
          SELECT COALESCE(sum(sessions), 0)::bigint AS total_sessions,
                 COALESCE(sum(active), 0)::bigint AS active_sessions,
                 COALESCE(sum(sessions - active), 0)::bigint AS ended_sessions,
@@ -385,8 +397,9 @@ pub async fn breakdown(pool: &PgPool, scope: &Scope, by: Dimension, limit: Optio
         Dimension::Repository => ("r.repository_id", "rp.slug", "LEFT JOIN repositories rp ON rp.id = g.key"),
     };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    let rows = rows_cte(false);
     let sql = format!(
-        "{ROWS_CTE},
+        "{rows},
          g AS (
             SELECT {key} AS key, sum(r.sessions)::bigint AS sessions, COALESCE(sum(r.cost_usd), 0) AS cost_usd,
                    COALESCE(sum(r.cost_unknown), 0) = 0 AS cost_complete,
@@ -446,19 +459,30 @@ pub async fn breakdowns(
     limit: Option<usize>,
 ) -> StoreResult<Breakdowns> {
     // All four dimensions are grouped (GROUPING() needs each of its columns in some set); the
-    // extra groups are a few rows each, and the scan is shared.
+    // extra groups are a few rows each, and the scan is shared. The window's rows are summed per
+    // combination of the four first (a few hundred rows from thousands), so the grouping sets,
+    // each a sort with its `count(DISTINCT)`, sort those instead of every row of the window.
+    // Rollup and raw rows hold no negative counts, so a combination has sessions exactly when
+    // one of its rows has.
+    let rows = rows_cte(false);
     let sql = format!(
-        "{ROWS_CTE},
+        "{rows},
+         c AS (
+            SELECT r.project_id, r.user_id, r.agent_name, r.repository_id, sum(r.sessions) AS sessions,
+                   sum(r.cost_usd) AS cost_usd, sum(r.cost_unknown) AS cost_unknown, sum({TOKENS}) AS tokens,
+                   sum(r.analysed) AS analysed, sum(r.failed) AS failed, sum(r.with_errors) AS with_errors
+              FROM r GROUP BY 1, 2, 3, 4
+         ),
          g AS (
             SELECT GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) AS set_bits,
                    r.project_id, r.user_id, r.agent_name, r.repository_id,
                    COALESCE(sum(r.sessions), 0)::bigint AS sessions, COALESCE(sum(r.cost_usd), 0) AS cost_usd,
                    COALESCE(sum(r.cost_unknown), 0) = 0 AS cost_complete,
-                   COALESCE(sum({TOKENS}), 0) AS tokens,
+                   COALESCE(sum(r.tokens), 0) AS tokens,
                    count(DISTINCT r.user_id) FILTER (WHERE r.sessions > 0) AS users,
                    COALESCE(sum(r.analysed), 0)::bigint AS analysed, COALESCE(sum(r.failed), 0)::bigint AS failed,
                    COALESCE(sum(r.with_errors), 0)::bigint AS with_errors
-              FROM r
+              FROM c r
              GROUP BY GROUPING SETS ((), (r.project_id), (r.user_id), (r.agent_name), (r.repository_id))
             HAVING sum(r.sessions) > 0 OR GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) = 15
          )
@@ -503,13 +527,21 @@ pub async fn breakdowns(
 }
 
 /// Cost by model; what session totals hold beyond their models is the model `(unattributed)`.
+/// Rows are summed per model and user first (a hash), so the `count(DISTINCT)` sorts a few
+/// hundred rows, not the window's tens of thousands.
 pub async fn by_model(pool: &PgPool, scope: &Scope) -> StoreResult<Vec<Group>> {
+    let rows = rows_cte(false);
     let sql = format!(
-        "{ROWS_CTE}{MODEL_ROWS_CTE}
+        "{rows}{MODEL_ROWS_CTE},
+         mu AS (
+            SELECT model, user_id, sum(sessions) AS sessions, sum(cost_usd) AS cost_usd,
+                   sum(cost_unknown) AS cost_unknown, sum(tokens) AS tokens
+              FROM mr GROUP BY 1, 2
+         )
          SELECT model AS key, NULL::text AS label, sum(sessions)::bigint AS sessions,
                 COALESCE(sum(cost_usd), 0) AS cost_usd, COALESCE(sum(cost_unknown), 0) = 0 AS cost_complete,
                 COALESCE(sum(tokens), 0) AS tokens, count(DISTINCT user_id) FILTER (WHERE sessions > 0) AS users
-           FROM mr
+           FROM mu
           GROUP BY model
          HAVING sum(sessions) > 0 AND (model <> '(unattributed)' OR sum(cost_usd) <> 0)
           ORDER BY cost_usd DESC, key"
@@ -547,8 +579,9 @@ pub async fn timeseries(pool: &PgPool, scope: &Scope, interval: Interval, metric
         Metric::Cost => "COALESCE(sum(cost_usd), 0)".to_string(),
         Metric::Tokens => format!("COALESCE(sum({TOKENS}), 0)"),
     };
+    let rows = rows_cte(false);
     let sql = format!(
-        "{ROWS_CTE},
+        "{rows},
          b AS (
             SELECT gs AS local_start
               FROM generate_series(date_trunc('{unit}', $2 AT TIME ZONE $10),

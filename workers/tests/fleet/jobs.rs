@@ -305,8 +305,12 @@ async fn a_backlog_of_nine_thousand_jobs_waits_on_the_active_list_and_drains() {
     let queues =
         Queues::new(&c.redis_url, &c.queue_prefix, c.redis_response_timeout, c.worker_heartbeat).expect("queues");
     let org: crewkit_jobs::ids::OrgId = app.org_id.parse().unwrap();
-    let job =
-        IndexSession { org_id: org, session_id: crewkit_jobs::ids::SessionId(uuid::Uuid::now_v7()), request_id: None };
+    let job = IndexSession {
+        org_id: org,
+        session_id: crewkit_jobs::ids::SessionId(uuid::Uuid::now_v7()),
+        request_id: None,
+        after_ingestion: false,
+    };
     for _ in 0..18 {
         let round = (0..500).map(|_| queues.push(JobKind::IndexSession, &job));
         for r in futures::future::join_all(round).await {

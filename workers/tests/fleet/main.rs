@@ -22,6 +22,8 @@ pub fn worker_process(app: &TestApp, queues: &str, env: &[(&str, &str)]) -> Chil
         .env("CREWKIT_WORKER_POLL_MS", "20")
         .env("CREWKIT_SCHEDULE_SECS", "3600")
         .env("RUST_LOG", "warn")
+        // The API under test searches PostgreSQL whatever this shell exports.
+        .env_remove("MEILI_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (k, v) in env {

@@ -124,3 +124,46 @@ async fn a_worker_serves_its_job_metrics() {
     worker.kill().unwrap();
     let _ = worker.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_index_queued_by_end_waits_for_the_batch_accepted_before_it() {
+    // Persisting takes 1.5 s, so the batch is still in the ingest queue when `end` queues its
+    // index job, which runs at once: it must wait for the batch, or the document it writes lacks
+    // the session's last prompt until a debounced re-index comes by.
+    let app = TestApp::spawn_without_worker().await;
+    let mut ingest = worker_process(&app, "ingest", &[("CREWKIT_FAULTS", "persist_events=delay:1500")]);
+    let mut search = worker_process(&app, "search", &[]);
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let prompt =
+        json!({"events": [{"event_type": "UserPromptSubmit", "data": {"prompt": "why is the quokkabridge slow"}}]});
+    let (status, _) = app.ingest(&sid, &TestApp::json(prompt)).await;
+    assert_eq!(status, 202);
+    let request_id = format!("end-{}", uuid::Uuid::new_v4());
+    let ended = app
+        .http
+        .post(app.url(&format!("/{}/sessions/{sid}/end", app.org)))
+        .bearer_auth(&app.api_key)
+        .header("x-request-id", &request_id)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 202);
+    eventually(30, "the end's index job to succeed", || async {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM jobs WHERE kind = 'index_session' AND request_id = $1")
+                .bind(&request_id)
+                .fetch_optional(&app.db)
+                .await
+                .unwrap();
+        (status.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await;
+    let (_, found) = app.get(&format!("/{}/sessions/search?q=quokkabridge", app.org)).await;
+    assert_eq!(found["total"], 1, "the document the end's job wrote has the prompt: {found}");
+    assert_eq!(found["data"][0]["id"], sid.as_str());
+    for w in [&mut ingest, &mut search] {
+        w.kill().unwrap();
+        let _ = w.wait();
+    }
+}
