@@ -34,12 +34,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let concurrency = config.concurrency_for(kind.queue());
     let poll = config.worker_poll_interval;
     let monitor = Monitor::new().register(move |_restarts| {
-        let mut config = queues.config(kind).batch_size(concurrency);
-        if std::env::var("CREWKIT_BENCH_NO_LOCK").is_ok_and(|v| v == "1") {
-            // An experiment, not our setup: apalis-redis's lease step (`lock_tasks`) runs an
-            // LREM over the whole active list for every task, O(backlog) per job.
-            config = config.lock_tasks(false);
-        }
+        let config = queues.config(kind).batch_size(concurrency);
         let storage = RedisStorage::<PersistEvents>::new(queues.connection())
             .with_config(config)
             .poll_with_strategy(RearmingInterval::new(poll));

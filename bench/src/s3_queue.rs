@@ -134,9 +134,11 @@ async fn done_count(queues: &Queues) -> anyhow::Result<u64> {
     Ok(redis::cmd("SCARD").arg(queues.config(KIND).done_jobs_set()).query_async(&mut conn).await?)
 }
 
-/// `procs` consumer processes on a full backlog for `dur`: jobs/s, and whether the backlog
-/// lasted the whole window.
-async fn consume(b: &Bench, queues: &Queues, procs: usize, dur: Duration) -> anyhow::Result<(f64, bool)> {
+/// `procs` consumer processes draining a full backlog of `backlog` jobs: jobs/s from when the
+/// first 5% are done (every process started and at its pace) until 95% are (the last jobs, when
+/// the processes run out unevenly, do not count), or for at most `max`; and how many jobs that
+/// window holds.
+async fn consume(b: &Bench, queues: &Queues, procs: usize, backlog: u64, max: Duration) -> anyhow::Result<(f64, u64)> {
     let exe = std::env::current_exe()?;
     let mut running = Vec::new();
     for i in 0..procs {
@@ -148,21 +150,26 @@ async fn consume(b: &Bench, queues: &Queues, procs: usize, dur: Duration) -> any
             &b.log("consume"),
         )?);
     }
+    let (lo, hi) = (backlog / 20, backlog - backlog / 20);
     let wait_until = Instant::now() + Duration::from_secs(30);
-    while done_count(queues).await? == 0 {
-        anyhow::ensure!(Instant::now() < wait_until, "the consumers took no job within 30 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Let every process start and reach its pace.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (t0, d0) = (Instant::now(), done_count(queues).await?);
-    tokio::time::sleep(dur).await;
-    let (t1, d1) = (Instant::now(), done_count(queues).await?);
-    let left = queues.depth(KIND).await?;
+    let mut start: Option<(Instant, u64)> = None;
+    let result = loop {
+        let done = done_count(queues).await?;
+        let now = Instant::now();
+        match start {
+            None if done >= lo => start = Some((now, done)),
+            None if now > wait_until => break Err(anyhow::anyhow!("the consumers took fewer than {lo} jobs in 30 s")),
+            Some((t0, d0)) if done >= hi || now - t0 >= max => {
+                break Ok(((done - d0) as f64 / (now - t0).as_secs_f64(), done - d0));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     for p in running {
         p.kill().await;
     }
-    Ok(((d1 - d0) as f64 / (t1 - t0).as_secs_f64(), left > 0))
+    result
 }
 
 pub async fn run(b: &Bench) -> anyhow::Result<Value> {
@@ -190,11 +197,8 @@ pub async fn run(b: &Bench) -> anyhow::Result<Value> {
             fill(&queues, &job, backlog).await?;
             let load = pairs.begin();
             let base = lpush_baseline(b, bytes).await?;
-            let (ours, lasted) = consume(b, &queues, procs, b.secs(5.0, 1.5)).await?;
-            if !lasted {
-                eprintln!("   the backlog ran out during the window: the rate is a lower bound");
-            }
-            pairs.push(load, base, ours, json!({"backlog_lasted": lasted}));
+            let (ours, measured) = consume(b, &queues, procs, backlog as u64, Duration::from_secs(30)).await?;
+            pairs.push(load, base, ours, json!({"jobs_measured": measured}));
         }
         eprintln!("   consume x{procs}: ours {:.0} jobs/s, ratio {:.3}", median(&pairs.ours), pairs.ratio_median());
         by_procs.push(pairs);
