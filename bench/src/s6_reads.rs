@@ -50,13 +50,19 @@ const SEED: &[&str] = &[
     "INSERT INTO conversations (id, org_id, run_id, user_id, project_id, repository_id, thread_id, agent_name,
             agent_session_id, title, status, end_reason, started_at, ended_at, first_event_at, last_event_at,
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, event_count,
-            tool_call_count, error_count)
+            tool_call_count, error_count, models_cost_usd, models_tokens)
        SELECT cid, $1, rid, uid, proj, repo, cid, agent, 'seed-' || g, 'Seeded session ' || g,
               CASE WHEN t > now() - interval '2 hours' THEN 'active' ELSE 'ended' END,
               CASE WHEN t > now() - interval '2 hours' THEN NULL WHEN g % 13 = 0 THEN 'idle' ELSE 'client' END,
               t, CASE WHEN t > now() - interval '2 hours' THEN NULL ELSE t + secs * interval '1 second' END,
               t, t + secs * interval '1 second', tin, tout, tcr, tcw, cost, events, events / 3,
-              CASE WHEN g % 11 = 0 THEN 1 + g % 3 ELSE 0 END
+              CASE WHEN g % 11 = 0 THEN 1 + g % 3 ELSE 0 END,
+              -- The sums of the model rows below, so the rebuild finds them right and rewrites no row.
+              CASE WHEN cost IS NULL THEN 0 WHEN g % 2 = 0 THEN cost * 0.8 + cost * 0.2 ELSE cost END,
+              CASE WHEN cost IS NULL THEN 0
+                   ELSE tin * 8 / 10 + tout * 8 / 10 + tcr * 8 / 10 + tcw * 8 / 10
+                        + CASE WHEN g % 2 = 0 THEN tin * 2 / 10 + tout * 2 / 10 + tcr * 2 / 10 + tcw * 2 / 10 ELSE 0 END
+              END
          FROM seed",
     "INSERT INTO conversation_models (conversation_id, model, input_tokens, output_tokens, cache_read_tokens,
             cache_write_tokens, cost_usd)

@@ -1,4 +1,5 @@
-//! The embedded search backend: documents in `search_documents`, full text plus trigrams.
+//! The embedded search backend: documents in `search_documents` under a full-text index, and a
+//! lexicon of each org's words (`search_words`) whose trigrams correct typos in the query.
 //!
 //! Tenant isolation is the `org_id = $1` every query starts with; user input only ever travels
 //! as bind parameters (never spliced into SQL or a query language), so quotes, `OR` or `org_id`
@@ -33,11 +34,10 @@ pub async fn index_session(db: &PgPool, org: OrgId, session: SessionId) -> Store
     let sql = format!(
         "{DOCUMENT_CTE}
          INSERT INTO search_documents (session_id, org_id, agent_name, status, project_id, repo, user_id,
-                started_at, cost_usd, title, summary, prompts, files, tools, metadata, body, tsv, indexed_at)
+                started_at, cost_usd, title, summary, prompts, files, tools, metadata, tsv, indexed_at)
          SELECT c.id, c.org_id, c.agent_name, c.status, c.project_id, c.repo, c.user_id, c.started_at,
                 c.cost_usd, c.title, c.summary, COALESCE(p.prompts, ''), COALESCE(f.files, ''),
                 COALESCE(f.tools, ''), c.metadata::text,
-                concat_ws(' ', c.title, c.summary, p.prompts, f.files, c.repo, c.agent_name, c.agent_session_id),
                 setweight(to_tsvector('simple', concat_ws(' ', c.title, c.summary)), 'A')
                   || setweight(to_tsvector('simple', COALESCE(p.prompts, '')), 'B')
                   || setweight(to_tsvector('simple', concat_ws(' ', f.files, c.repo, f.tools, c.agent_session_id)), 'C')
@@ -49,12 +49,28 @@ pub async fn index_session(db: &PgPool, org: OrgId, session: SessionId) -> Store
                 repo = EXCLUDED.repo, started_at = EXCLUDED.started_at, cost_usd = EXCLUDED.cost_usd,
                 title = EXCLUDED.title, summary = EXCLUDED.summary, prompts = EXCLUDED.prompts,
                 files = EXCLUDED.files, tools = EXCLUDED.tools, metadata = EXCLUDED.metadata,
-                body = EXCLUDED.body, tsv = EXCLUDED.tsv, indexed_at = now()"
+                tsv = EXCLUDED.tsv, indexed_at = now()"
     );
-    let res = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(session).bind(MAX_PROMPTS_BYTES).execute(db).await?;
+    let mut tx = db.begin().await?;
+    let res =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(session).bind(MAX_PROMPTS_BYTES).execute(&mut *tx).await?;
     if res.rows_affected() == 0 {
         return Err(StoreError::NotFound("session"));
     }
+    // The document's words join the org's lexicon, in a fixed order so that concurrent index
+    // jobs sharing words take their locks in the same order.
+    sqlx::query(
+        "INSERT INTO search_words (org_id, word)
+         SELECT DISTINCT $1::uuid, w.lexeme FROM search_documents d, unnest(d.tsv) w
+          WHERE d.session_id = $2 AND length(w.lexeme) BETWEEN 3 AND 64
+          ORDER BY 2
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(org)
+    .bind(session)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -106,10 +122,44 @@ pub struct Hit {
     pub indexed_at: DateTime<Utc>,
 }
 
+/// Opens the query with `fz`, the typo-corrected form of `q` as a tsquery (NULL when there is
+/// nothing to correct): each word of `q` or any of the org's five words most like it (trigram
+/// similarity above pg_trgm's threshold), all words required. Queries with a negation or a
+/// quoted phrase are not corrected: an AND of corrected words could bring back what `-word`
+/// excludes.
+fn push_fuzzy(qb: &mut QueryBuilder<Postgres>, org: OrgId, q: &str) {
+    let plain = !q.contains('"') && !q.split_whitespace().any(|w| w.starts_with('-'));
+    if !plain {
+        qb.push("WITH fz AS (SELECT NULL::tsquery AS q) ");
+        return;
+    }
+    qb.push(
+        "WITH fz AS (
+            SELECT crewkit_tsquery_and(alts) AS q FROM (
+                SELECT crewkit_tsquery_or(plainto_tsquery('simple', w.word)) AS alts
+                  FROM unnest(to_tsvector('simple', ",
+    );
+    qb.push_bind(q.to_string());
+    qb.push(
+        ")) t
+                 CROSS JOIN LATERAL (
+                       SELECT t.lexeme AS word
+                       UNION ALL
+                       (SELECT s.word FROM search_words s
+                         WHERE s.org_id = ",
+    );
+    qb.push_bind(org);
+    qb.push(
+        " AND s.word % t.lexeme AND s.word <> t.lexeme
+                         ORDER BY s.word <-> t.lexeme, s.word LIMIT 5)) w
+                 GROUP BY t.lexeme) x) ",
+    );
+}
+
 fn push_where(qb: &mut QueryBuilder<Postgres>, org: OrgId, q: &str, f: &SessionFilter) {
     qb.push(" WHERE d.org_id = ").push_bind(org);
     qb.push(" AND (d.tsv @@ websearch_to_tsquery('simple', ").push_bind(q.to_string());
-    qb.push(") OR ").push_bind(q.to_string()).push(" <% d.body)");
+    qb.push(") OR d.tsv @@ (SELECT q FROM fz))");
     if let Some(p) = f.project_id {
         qb.push(" AND d.project_id = ").push_bind(p);
     }
@@ -142,19 +192,26 @@ pub async fn search(
     page: u32,
     per_page: u32,
 ) -> StoreResult<(Vec<Hit>, i64)> {
-    let mut count = QueryBuilder::new("SELECT count(*) FROM search_documents d");
+    let mut count = QueryBuilder::new("");
+    push_fuzzy(&mut count, org, q);
+    count.push("SELECT count(*) FROM search_documents d");
     push_where(&mut count, org, q, filter);
     let (total,): (i64,) = count.build_query_as().fetch_one(db).await?;
 
-    let mut qb = QueryBuilder::new("SELECT d.session_id, (ts_rank(d.tsv, websearch_to_tsquery('simple', ");
-    qb.push_bind(q.to_string()).push(")) + word_similarity(").push_bind(q.to_string());
-    qb.push(", d.body))::float4 AS score, ");
+    // Exact matches rank above corrected ones; highlights show both.
+    let mut qb = QueryBuilder::new("");
+    push_fuzzy(&mut qb, org, q);
+    qb.push("SELECT d.session_id, (ts_rank(d.tsv, websearch_to_tsquery('simple', ");
+    qb.push_bind(q.to_string()).push(")) + COALESCE(ts_rank(d.tsv, (SELECT q FROM fz)), 0) / 2)::float4 AS score, ");
     for (col, name) in
         [("title", "title_highlight"), ("summary", "summary_highlight"), ("prompts", "prompts_highlight")]
     {
-        qb.push(format!("CASE WHEN d.{col} IS NULL OR d.{col} = '' THEN NULL ELSE ts_headline('simple', d.{col}, websearch_to_tsquery('simple', "));
-        qb.push_bind(q.to_string());
-        qb.push(format!("), 'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=<em>, StopSel=</em>') END AS {name}, "));
+        qb.push(format!("CASE WHEN d.{col} IS NULL OR d.{col} = '' THEN NULL ELSE ts_headline('simple', d.{col}, "));
+        qb.push("COALESCE(websearch_to_tsquery('simple', ").push_bind(q.to_string());
+        qb.push(") || (SELECT q FROM fz), websearch_to_tsquery('simple', ").push_bind(q.to_string());
+        qb.push(format!(
+            ")), 'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=<em>, StopSel=</em>') END AS {name}, "
+        ));
     }
     qb.push("d.indexed_at FROM search_documents d");
     push_where(&mut qb, org, q, filter);
