@@ -488,11 +488,12 @@ impl AnalyticsApi {
     ) -> Result<Json<CostBreakdown>, ApiError> {
         let p = auth.for_org(&org_id)?;
         let s = scope(&state, p, window!(start_date, end_date, project_id, agent_name, tz)).await?;
-        // Four independent reads of the same window: side by side on four connections.
+        // Two independent reads of the window, side by side on two connections.
         let (sets, models) = tokio::try_join!(
             an::breakdowns(&state.db, &s, &[Dimension::Project, Dimension::User], None),
             an::by_model(&state.db, &s),
         )?;
+        let models = an::with_unattributed(models, &sets.unattributed);
         let total = &sets.total;
         let mut by = sets.by.into_iter().map(|(_, groups)| groups);
         let (projects, users) = (by.next().unwrap_or_default(), by.next().unwrap_or_default());

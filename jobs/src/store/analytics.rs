@@ -133,25 +133,20 @@ fn rows_cte(with_hist: bool) -> String {
     ROWS_CTE.replace("@RAW_HIST@", if with_hist { RAW_HIST } else { "NULL::bigint[]" })
 }
 
-/// The same window over `model_rollups` and raw `conversation_models`, plus each session's
-/// remainder beyond its models as the model `(unattributed)`; follows `ROWS_CTE`.
-const MODEL_ROWS_CTE: &str = ",
-    mr AS (
-    SELECT model, user_id, sessions, cost_unknown, cost_usd, tokens
+/// The same window over `model_rollups` and raw `conversation_models`; binds as `ROWS_CTE`.
+/// What a session's total holds beyond its models is not here: `Breakdowns::unattributed`.
+const MODEL_ROWS_CTE: &str = "WITH mr AS (
+    SELECT model, sessions, cost_unknown, cost_usd, tokens
       FROM model_rollups
      WHERE org_id = $1 AND ($4::uuid IS NULL OR project_id = $4) AND ($5::text IS NULL OR agent_name = $5)
        AND ((grain = 'd' AND bucket >= $7 AND bucket < $8)
          OR (grain = 'h' AND ((bucket >= $6 AND bucket < $7) OR (bucket >= $8 AND bucket < $9))))
     UNION ALL
-    SELECT m.model, c.user_id, 1, (m.cost_usd IS NULL)::int, COALESCE(m.cost_usd, 0),
+    SELECT m.model, 1, (m.cost_usd IS NULL)::int, COALESCE(m.cost_usd, 0),
            m.input_tokens::numeric + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens
       FROM conversations c JOIN conversation_models m ON m.conversation_id = c.id
      WHERE c.org_id = $1 AND ($4::uuid IS NULL OR c.project_id = $4) AND ($5::text IS NULL OR c.agent_name = $5)
-       AND ((c.started_at >= $2 AND c.started_at < $6) OR (c.started_at >= $9 AND c.started_at < $3))
-    UNION ALL
-    SELECT '(unattributed)', user_id, sessions - cost_unknown, 0, cost_usd - attributed_cost,
-           known_tokens - attributed_tokens
-      FROM r)";
+       AND ((c.started_at >= $2 AND c.started_at < $6) OR (c.started_at >= $9 AND c.started_at < $3)))";
 
 /// Sessions whose durations are sorted for an exact median; above it, the median is estimated
 /// from the rollups' duration histograms.
@@ -421,6 +416,9 @@ pub struct Breakdowns {
     pub analysed_sessions: i64,
     pub failed_sessions: i64,
     pub sessions_with_errors: i64,
+    /// What the sessions of known cost hold beyond their models' rows, as the model
+    /// `(unattributed)` (see `with_unattributed`).
+    pub unattributed: Group,
     /// Per dimension asked for, in `breakdown`'s order.
     pub by: Vec<(Dimension, Vec<Group>)>,
 }
@@ -438,6 +436,10 @@ struct SetRow {
     analysed: i64,
     failed: i64,
     with_errors: i64,
+    cost_unknown: i64,
+    known_tokens: Decimal,
+    attributed_cost: Decimal,
+    attributed_tokens: Decimal,
 }
 
 /// `GROUPING(project_id, user_id, agent_name, repository_id)` of each dimension's grouping set.
@@ -470,7 +472,9 @@ pub async fn breakdowns(
          c AS (
             SELECT r.project_id, r.user_id, r.agent_name, r.repository_id, sum(r.sessions) AS sessions,
                    sum(r.cost_usd) AS cost_usd, sum(r.cost_unknown) AS cost_unknown, sum({TOKENS}) AS tokens,
-                   sum(r.analysed) AS analysed, sum(r.failed) AS failed, sum(r.with_errors) AS with_errors
+                   sum(r.analysed) AS analysed, sum(r.failed) AS failed, sum(r.with_errors) AS with_errors,
+                   sum(r.known_tokens) AS known_tokens, sum(r.attributed_cost) AS attributed_cost,
+                   sum(r.attributed_tokens) AS attributed_tokens
               FROM r GROUP BY 1, 2, 3, 4
          ),
          g AS (
@@ -481,7 +485,11 @@ pub async fn breakdowns(
                    COALESCE(sum(r.tokens), 0) AS tokens,
                    count(DISTINCT r.user_id) FILTER (WHERE r.sessions > 0) AS users,
                    COALESCE(sum(r.analysed), 0)::bigint AS analysed, COALESCE(sum(r.failed), 0)::bigint AS failed,
-                   COALESCE(sum(r.with_errors), 0)::bigint AS with_errors
+                   COALESCE(sum(r.with_errors), 0)::bigint AS with_errors,
+                   COALESCE(sum(r.cost_unknown), 0)::bigint AS cost_unknown,
+                   COALESCE(sum(r.known_tokens), 0) AS known_tokens,
+                   COALESCE(sum(r.attributed_cost), 0) AS attributed_cost,
+                   COALESCE(sum(r.attributed_tokens), 0) AS attributed_tokens
               FROM c r
              GROUP BY GROUPING SETS ((), (r.project_id), (r.user_id), (r.agent_name), (r.repository_id))
             HAVING sum(r.sessions) > 0 OR GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) = 15
@@ -490,7 +498,8 @@ pub async fn breakdowns(
                 CASE g.set_bits WHEN 7 THEN g.project_id::text WHEN 11 THEN g.user_id::text
                                 WHEN 13 THEN g.agent_name WHEN 14 THEN g.repository_id::text END AS key,
                 CASE g.set_bits WHEN 7 THEN p.name WHEN 11 THEN u.email WHEN 14 THEN rp.slug END AS label,
-                g.sessions, g.cost_usd, g.cost_complete, g.tokens, g.users, g.analysed, g.failed, g.with_errors
+                g.sessions, g.cost_usd, g.cost_complete, g.tokens, g.users, g.analysed, g.failed, g.with_errors,
+                g.cost_unknown, g.known_tokens, g.attributed_cost, g.attributed_tokens
            FROM g
            LEFT JOIN projects p ON p.id = g.project_id
            LEFT JOIN users u ON u.id = g.user_id
@@ -509,6 +518,15 @@ pub async fn breakdowns(
             users: r.users,
         };
         if r.set_bits == 15 {
+            out.unattributed = Group {
+                key: Some("(unattributed)".into()),
+                label: None,
+                sessions: r.sessions - r.cost_unknown,
+                cost_usd: r.cost_usd - r.attributed_cost,
+                cost_complete: true,
+                tokens: r.known_tokens - r.attributed_tokens,
+                users: 0,
+            };
             out.total = group;
             out.analysed_sessions = r.analysed;
             out.failed_sessions = r.failed;
@@ -526,27 +544,29 @@ pub async fn breakdowns(
     Ok(out)
 }
 
-/// Cost by model; what session totals hold beyond their models is the model `(unattributed)`.
-/// Rows are summed per model and user first (a hash), so the `count(DISTINCT)` sorts a few
-/// hundred rows, not the window's tens of thousands.
+/// Cost by model, from the model rows alone (`users` is not counted: 0). What session totals
+/// hold beyond their models, the model `(unattributed)`, comes from `breakdowns`, which reads the
+/// session rows anyway; `with_unattributed` adds it, so the list sums to the total.
 pub async fn by_model(pool: &PgPool, scope: &Scope) -> StoreResult<Vec<Group>> {
-    let rows = rows_cte(false);
     let sql = format!(
-        "{rows}{MODEL_ROWS_CTE},
-         mu AS (
-            SELECT model, user_id, sum(sessions) AS sessions, sum(cost_usd) AS cost_usd,
-                   sum(cost_unknown) AS cost_unknown, sum(tokens) AS tokens
-              FROM mr GROUP BY 1, 2
-         )
+        "{MODEL_ROWS_CTE}
          SELECT model AS key, NULL::text AS label, sum(sessions)::bigint AS sessions,
                 COALESCE(sum(cost_usd), 0) AS cost_usd, COALESCE(sum(cost_unknown), 0) = 0 AS cost_complete,
-                COALESCE(sum(tokens), 0) AS tokens, count(DISTINCT user_id) FILTER (WHERE sessions > 0) AS users
-           FROM mu
+                COALESCE(sum(tokens), 0) AS tokens, 0::bigint AS users
+           FROM mr
           GROUP BY model
-         HAVING sum(sessions) > 0 AND (model <> '(unattributed)' OR sum(cost_usd) <> 0)
-          ORDER BY cost_usd DESC, key"
+         HAVING sum(sessions) > 0"
     );
     Ok(query(sql, scope, false).fetch_all(pool).await?)
+}
+
+/// The model rows plus the remainder (when it has sessions and cost), most expensive first.
+pub fn with_unattributed(mut models: Vec<Group>, unattributed: &Group) -> Vec<Group> {
+    if unattributed.sessions > 0 && !unattributed.cost_usd.is_zero() {
+        models.push(unattributed.clone());
+    }
+    models.sort_by(|a, b| b.cost_usd.cmp(&a.cost_usd).then(a.key.cmp(&b.key)));
+    models
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
