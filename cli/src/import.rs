@@ -283,10 +283,13 @@ pub fn main(args: ImportArgs) -> i32 {
     }
     let unknown =
         if totals.cost_unknown > 0 { format!(" ({} of unknown cost)", totals.cost_unknown) } else { String::new() };
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    // The exact cost, as stored; the events are the ones sent (the server may drop repeated
+    // lines as duplicates).
     println!(
-        "imported {} sessions, {} events, {} tokens, ${}{unknown}{}{}",
-        totals.sessions,
-        totals.events,
+        "imported {}, {} sent, {} tokens, ${}{unknown}{}{}",
+        plural(totals.sessions as u64, "session", "sessions"),
+        plural(totals.events, "event", "events"),
         totals.tokens,
         totals.cost.normalize(),
         if skipped > 0 { format!("; {skipped} unreadable lines skipped") } else { String::new() },

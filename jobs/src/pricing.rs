@@ -102,7 +102,12 @@ impl PriceTable {
         // A dated id (`-20251001`) whose date the table does not carry.
         let undated =
             id.rsplit_once('-').filter(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit())).map(|(m, _)| m);
-        undated.and_then(|m| self.0.get(m))
+        if let Some(p) = undated.and_then(|m| self.0.get(m)) {
+            return Some(p);
+        }
+        // Some Anthropic models are in the table only under their Bedrock id, at the same list
+        // price: `claude-sonnet-4-20250514` as `anthropic.claude-sonnet-4-20250514-v1:0`.
+        if id.starts_with("claude-") { self.0.get(&format!("anthropic.{id}-v1:0")) } else { None }
     }
 
     /// The cost of some usage of a model; `None` when the model or a needed price is unknown.
@@ -151,6 +156,9 @@ mod tests {
             assert_eq!(t.cost(id, Usage { input: 1_000_000, ..Default::default() }), Some(base), "{id}");
         }
         assert!(t.lookup("claude-haiku-4-5-20251001").is_some());
+        // In the table only as a Bedrock id (seen in real transcripts): $3 per million input.
+        let sonnet4 = t.cost("claude-sonnet-4-20250514", Usage { input: 1_000_000, ..Default::default() });
+        assert_eq!(sonnet4.map(|c| c.to_string()), Some("3".to_string()));
         // A regional spelling with its own (higher) price in the table keeps that price.
         let regional =
             t.cost("us.anthropic.claude-sonnet-4-6", Usage { input: 1_000_000, ..Default::default() }).unwrap();

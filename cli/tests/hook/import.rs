@@ -39,7 +39,7 @@ async fn c06_a_split_message_is_one_call_priced_with_one_hour_cache_writes_and_a
     for run in 0..2 {
         let (code, out, err) = tokio::task::block_in_place(|| import(&app, &path));
         assert_eq!(code, 0, "{err}");
-        assert_eq!(out.trim(), "imported 1 sessions, 2 events, 3310 tokens, $0.01683", "run {run}");
+        assert_eq!(out.trim(), "imported 1 session, 2 events sent, 3310 tokens, $0.01683", "run {run}");
         assert_eq!(stored_events(&app, 2).await, 2, "run {run}: no duplicates");
     }
     let (_, list) =
@@ -61,7 +61,7 @@ async fn a_real_transcript_keeps_the_last_lines_usage_of_each_message() {
     let app = TestApp::spawn().await;
     let (code, out, err) = tokio::task::block_in_place(|| import(&app, &path));
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("imported 1 sessions"), "{out}");
+    assert!(out.starts_with("imported 1 session,"), "{out}");
     let (_, list) = app.get(&format!("/{}/sessions", app.org)).await;
     let s = &list["data"][0];
     // The corpus notes: summed output tokens are 35,255 when the last line of each message wins.
