@@ -161,7 +161,16 @@ impl EventsApi {
                     code: r.code.clone(),
                     message: r.message.clone(),
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let errors = if errors.is_empty() {
+                vec![FieldProblem {
+                    field: "events".into(),
+                    code: "empty_batch".into(),
+                    message: "`events` is empty: send at least one event".into(),
+                }]
+            } else {
+                errors
+            };
             return Err(ApiError::new(
                 poem::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "no_valid_events",

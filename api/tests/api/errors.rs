@@ -23,6 +23,13 @@ async fn bad_requests_get_problem_details_naming_the_fault() {
     let (s, p) = app.post_as(&app.api_key, &events, TestApp::json(json!({"events": [{"event_type": 5}]}))).await;
     assert_eq!((s.as_u16(), p["errors"][0]["code"].as_str()), (422, Some("invalid_event_type")), "{p}");
 
+    let (s, p) = app.post_as(&app.api_key, &events, TestApp::json(json!({"events": []}))).await;
+    assert_eq!(
+        (s.as_u16(), p["errors"][0]["field"].as_str(), p["errors"][0]["code"].as_str()),
+        (422, Some("events"), Some("empty_batch")),
+        "{p}"
+    );
+
     let (s, p) = app.get(&format!("/{org}/sessions/run_0123456789abcdef0123456789abcdef")).await;
     assert_eq!(
         (s.as_u16(), p["errors"][0]["field"].as_str(), p["code"].as_str()),
