@@ -430,7 +430,6 @@ struct SetRow {
     label: Option<String>,
     sessions: i64,
     cost_usd: Decimal,
-    cost_complete: bool,
     tokens: Decimal,
     users: i64,
     analysed: i64,
@@ -481,7 +480,6 @@ pub async fn breakdowns(
             SELECT GROUPING(r.project_id, r.user_id, r.agent_name, r.repository_id) AS set_bits,
                    r.project_id, r.user_id, r.agent_name, r.repository_id,
                    COALESCE(sum(r.sessions), 0)::bigint AS sessions, COALESCE(sum(r.cost_usd), 0) AS cost_usd,
-                   COALESCE(sum(r.cost_unknown), 0) = 0 AS cost_complete,
                    COALESCE(sum(r.tokens), 0) AS tokens,
                    count(DISTINCT r.user_id) FILTER (WHERE r.sessions > 0) AS users,
                    COALESCE(sum(r.analysed), 0)::bigint AS analysed, COALESCE(sum(r.failed), 0)::bigint AS failed,
@@ -498,8 +496,7 @@ pub async fn breakdowns(
                 CASE g.set_bits WHEN 7 THEN g.project_id::text WHEN 11 THEN g.user_id::text
                                 WHEN 13 THEN g.agent_name WHEN 14 THEN g.repository_id::text END AS key,
                 CASE g.set_bits WHEN 7 THEN p.name WHEN 11 THEN u.email WHEN 14 THEN rp.slug END AS label,
-                g.sessions, g.cost_usd, g.cost_complete, g.tokens, g.users, g.analysed, g.failed, g.with_errors,
-                g.cost_unknown, g.known_tokens, g.attributed_cost, g.attributed_tokens
+                g.sessions, g.cost_usd, g.tokens, g.users, g.analysed, g.failed, g.with_errors, g.cost_unknown, g.known_tokens, g.attributed_cost, g.attributed_tokens
            FROM g
            LEFT JOIN projects p ON p.id = g.project_id
            LEFT JOIN users u ON u.id = g.user_id
@@ -513,7 +510,7 @@ pub async fn breakdowns(
             label: r.label,
             sessions: r.sessions,
             cost_usd: r.cost_usd,
-            cost_complete: r.cost_complete,
+            cost_complete: r.cost_unknown == 0,
             tokens: r.tokens,
             users: r.users,
         };
