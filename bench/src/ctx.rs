@@ -152,6 +152,16 @@ impl Bench {
         }
     }
 
+    /// The Redis server's process id (`INFO server`), for CPU accounting.
+    pub async fn redis_pid(&self) -> anyhow::Result<u32> {
+        let mut conn = self.redis.clone();
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("process_id in INFO server")
+    }
+
     fn wants(&self, id: &str) -> bool {
         self.args.only.is_empty() || self.args.only.iter().any(|o| o.eq_ignore_ascii_case(id))
     }
@@ -201,7 +211,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut s1_rps = None;
     if b.wants("S1") || b.wants("S2") {
         eprintln!("== S1: accept throughput");
-        let (s1, rps) = crate::s1_accept::run(&b).await?;
+        let (s1, rps) = crate::s1_accept::run(&b, api.pid()).await?;
         s1_rps = Some(rps);
         scenarios.insert("S1".into(), s1);
     }

@@ -7,7 +7,22 @@ use serde_json::{Value, json};
 use crate::ctx::Bench;
 use crate::http::{self, Counts};
 use crate::payload;
-use crate::stats::Pairs;
+use crate::stack::CpuMeter;
+use crate::stats::{Pairs, median};
+
+/// CPU microseconds per accepted request of the API, Redis and this process (the load generator).
+fn per_request(used: [f64; 3], requests: u64) -> [f64; 3] {
+    used.map(|s| s * 1e6 / requests.max(1) as f64)
+}
+
+/// The medians over the pairs, by process.
+fn cpu_summary(runs: &[([f64; 3], [f64; 3])]) -> Value {
+    let side = |pick: fn(&([f64; 3], [f64; 3])) -> [f64; 3]| {
+        let col = |i: usize| median(&runs.iter().map(|r| pick(r)[i]).collect::<Vec<_>>());
+        json!({"api": col(0), "redis": col(1), "load_generator": col(2)})
+    };
+    json!({"baseline": side(|r| r.0), "ours": side(|r| r.1)})
+}
 
 pub const SIZES: [usize; 3] = [1, 10, 100];
 const CONNS: usize = 16;
@@ -43,8 +58,9 @@ fn check(c: &Counts, what: &str) -> anyhow::Result<()> {
 }
 
 /// Returns the scenario and ours' maximum requests/s at one event a batch (S2's reference).
-pub async fn run(b: &Bench) -> anyhow::Result<(Value, f64)> {
+pub async fn run(b: &Bench, api_pid: u32) -> anyhow::Result<(Value, f64)> {
     let t = target(b, 4).await?;
+    let pids = [api_pid, b.redis_pid().await?, std::process::id()];
     let dur = b.secs(3.0, 0.7);
     let auth = b.auth();
     let mut by_size = serde_json::Map::new();
@@ -56,33 +72,52 @@ pub async fn run(b: &Bench) -> anyhow::Result<(Value, f64)> {
         http::closed_loop(&b.http, &auth, &t.urls, &bodies, CONNS, b.secs(0.5, 0.3)).await;
         let mut pairs = Pairs::new("events/s");
         let mut rps = Vec::new();
+        let mut cpu_us = Vec::new();
         for _ in 0..b.pairs() {
             b.clear_prefix(&b.prefix).await?;
             let load = pairs.begin();
+            let cpu = CpuMeter::start(pids);
             let base = http::closed_loop(&b.http, &auth, &t.noop, &bodies, CONNS, dur).await;
+            let base_cpu = per_request(cpu.used(), base.ok);
             check(&base, "S1 baseline")?;
+            let cpu = CpuMeter::start(pids);
             let ours = http::closed_loop(&b.http, &auth, &t.urls, &bodies, CONNS, dur).await;
+            let ours_cpu = per_request(cpu.used(), ours.ok);
             check(&ours, "S1 ours")?;
+            cpu_us.push((base_cpu, ours_cpu));
             let ev = |c: &Counts| c.rps() * size as f64;
             rps.push(ours.rps());
             pairs.push(
                 load,
                 ev(&base),
                 ev(&ours),
-                json!({"baseline_rps": base.rps(), "ours_rps": ours.rps(), "errors": base.errors + ours.errors}),
+                json!({"baseline_rps": base.rps(), "ours_rps": ours.rps(), "errors": base.errors + ours.errors,
+                       "cpu_us_per_request": {"baseline": base_cpu, "ours": ours_cpu}}),
             );
         }
         eprintln!(
             "   {size}/batch: ours {:.0} ev/s, baseline {:.0} ev/s, ratio {:.2}",
-            crate::stats::median(&pairs.ours),
-            crate::stats::median(&pairs.baseline),
+            median(&pairs.ours),
+            median(&pairs.baseline),
             pairs.ratio_median()
         );
+        let cpu = cpu_summary(&cpu_us);
+        let g = |side: &str, k: &str| cpu[side][k].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "   {size}/batch CPU µs per request (API / Redis / load generator): no-op {:.0} / {:.0} / {:.0}, ours {:.0} / {:.0} / {:.0}",
+            g("baseline", "api"),
+            g("baseline", "redis"),
+            g("baseline", "load_generator"),
+            g("ours", "api"),
+            g("ours", "redis"),
+            g("ours", "load_generator"),
+        );
         if size == 1 {
-            max_rps_1 = crate::stats::median(&rps);
+            max_rps_1 = median(&rps);
         }
         let mut v = pairs.json();
-        v["ours_requests_per_s_median"] = json!(crate::stats::median(&rps));
+        v["cpu_us_per_request_median"] = cpu;
+        v["ours_requests_per_s_median"] = json!(median(&rps));
         if size == 100 {
             headline = v.clone();
         }

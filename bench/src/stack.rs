@@ -71,6 +71,38 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
     line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// CPU seconds (user + system) a process has used so far, all its threads; 0 if it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
+    let Some(rest) = text.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used by each of a few processes between `start` and now.
+#[derive(Clone, Copy)]
+pub struct CpuMeter<const N: usize> {
+    pids: [u32; N],
+    start: [f64; N],
+}
+
+impl<const N: usize> CpuMeter<N> {
+    pub fn start(pids: [u32; N]) -> Self {
+        Self { pids, start: pids.map(cpu_secs) }
+    }
+
+    pub fn used(&self) -> [f64; N] {
+        let mut out = [0.0; N];
+        for i in 0..N {
+            out[i] = cpu_secs(self.pids[i]) - self.start[i];
+        }
+        out
+    }
+}
+
 /// The 1, 5 and 15-minute load averages.
 pub fn loadavg() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

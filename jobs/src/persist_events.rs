@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::domain::ingest::QueuedEvent;
+use crate::domain::ingest::{AcceptedEvent, QueuedEvent};
 use crate::domain::json_repair::repair_json;
 use crate::ids::{EventId, OrgId, SessionId};
 use crate::lifecycle::JobError;
@@ -35,6 +35,17 @@ pub struct PersistEvents {
     #[serde(default)]
     pub request_id: Option<String>,
     pub events: Vec<QueuedEvent>,
+}
+
+/// The job as the API writes it: the events borrowed from the request body. It serializes to
+/// exactly what `PersistEvents` decodes (asserted in the tests below).
+#[derive(Debug, Serialize)]
+pub struct PersistEventsRef<'a> {
+    pub org_id: OrgId,
+    pub session_id: SessionId,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<&'a str>,
+    pub events: &'a [AcceptedEvent<'a>],
 }
 
 /// What the job did, kept as the job record's result.
@@ -332,5 +343,53 @@ mod tests {
         assert!(rows[0].timestamp_in_future);
         assert_eq!(rows[0].order_at, job.received_at);
         assert_eq!(rows[0].timestamp, "2099-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    }
+
+    #[test]
+    fn the_borrowed_job_the_api_writes_decodes_as_the_job_the_worker_reads() {
+        let body = r#"{"events":[
+            {"event_type":"PreToolUse","id":"e1","timestamp":"2026-04-01T12:00:00.123456789+02:00","data":{"a":"\u00e9 \"q\""}},
+            {"event_type":"Stop","timestamp":"1999-12-31T23:59:60Z"},
+            {"event_type":"Stop\u00e9","timestamp":"2026-04-01T12:00:00","data":null}
+        ]}"#;
+        let received_at: DateTime<Utc> = "2026-04-01T12:00:05.5Z".parse().unwrap();
+        let batch = crate::domain::ingest::validate_batch(body, 10, received_at).unwrap();
+        assert_eq!(batch.rejected.len(), 1, "the year-1999 event is refused");
+        let job = PersistEventsRef {
+            org_id: OrgId::generate(),
+            session_id: SessionId::generate(),
+            received_at,
+            request_id: Some("req-1"),
+            events: &batch.accepted,
+        };
+        let decoded: PersistEvents = serde_json::from_slice(&serde_json::to_vec(&job).unwrap()).unwrap();
+        assert_eq!(
+            (decoded.org_id, decoded.session_id, decoded.received_at),
+            (job.org_id, job.session_id, received_at)
+        );
+        assert_eq!(decoded.request_id.as_deref(), Some("req-1"));
+        let want: Vec<QueuedEvent> = batch.accepted.iter().map(|e| e.to_queued()).collect();
+        assert_eq!(decoded.events.len(), 2);
+        for (got, want) in decoded.events.iter().zip(&want) {
+            assert_eq!(got.client_id, want.client_id);
+            assert_eq!(got.event_type, want.event_type);
+            assert_eq!(got.timestamp, want.timestamp);
+            assert_eq!(got.data.get(), want.data.get());
+        }
+        assert_eq!(decoded.events[0].timestamp, "2026-04-01T10:00:00.123456789Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(decoded.events[0].data.get(), r#"{"a":"\u00e9 \"q\""}"#, "data travels verbatim");
+        assert_eq!(decoded.events[1].event_type, "Stop\u{e9}");
+        assert_eq!(decoded.events[1].data.get(), "{}");
+    }
+
+    #[test]
+    fn the_hand_written_timestamp_matches_chrono_to_the_nanosecond() {
+        for text in ["2026-04-01T12:00:00Z", "0001-01-01T00:00:00.000000001Z", "9999-12-31T23:59:59.999999999Z"] {
+            let t: DateTime<Utc> = text.parse().unwrap();
+            let mut out = Vec::new();
+            crate::domain::ingest::serialize_rfc3339(&t, &mut serde_json::Serializer::new(&mut out)).unwrap();
+            let back: DateTime<Utc> = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, t, "{text} -> {}", String::from_utf8_lossy(&out));
+        }
     }
 }

@@ -209,7 +209,6 @@ impl Queues {
 
     /// Pushes one job; `counter`, for a job to run now, is a key incremented (and kept an hour) in
     /// the same script, only when the task is new, so a retried push never counts twice.
-    #[tracing::instrument(skip_all, fields(kind = kind.name(), job = %job_id))]
     async fn push_counted<T: Serialize>(
         &self,
         kind: JobKind,
@@ -218,50 +217,17 @@ impl Queues {
         delay_secs: u64,
         counter: Option<&str>,
     ) -> Result<(), QueueError> {
-        let ulid = job_id.ulid();
         let bytes = serde_json::to_vec(job)?;
         let config = self.config(kind);
-        let task = || {
-            let builder =
-                TaskBuilder::new(bytes.clone()).task_id(QueueTaskId::from(ulid)).max_attempts(kind.max_attempts());
-            if delay_secs > 0 { builder.run_in_seconds(delay_secs).build() } else { builder.build() }
-        };
-        let conn = self.conn.clone();
-        let push = |mut conn: ConnectionManager| {
-            let config = config.clone();
-            let task = task();
-            async move {
-                if delay_secs > 0 {
-                    apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.map(|_| ())
-                } else {
-                    let meta = serde_json::to_string(task.metadata()).map_err(apalis_redis::Error::Json)?;
-                    let mut script = PUSH_NOW.key(config.job_data_hash());
-                    script.key(config.job_meta_hash()).key(config.active_jobs_list()).key(config.signal_list());
-                    if let Some(counter) = counter {
-                        script.key(counter);
-                    }
-                    script
-                        .arg(ulid.to_string())
-                        .arg(&task.args)
-                        .arg(0)
-                        .arg(kind.max_attempts())
-                        .arg(meta)
-                        .arg(if config.emit_events { "1" } else { "0" })
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(apalis_redis::Error::Database)
-                }
+        let once = PushOnce { config: &config, kind, job_id, bytes: &bytes, delay_secs, counter };
+        match once.run(self.conn.clone()).await {
+            Err(QueueError::Redis(e) | QueueError::Apalis(apalis_redis::Error::Database(e)))
+                if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() =>
+            {
+                tracing::warn!(error = %e, kind = kind.name(), job = %job_id, "redis push failed, retrying once");
+                once.run(self.conn.clone()).await
             }
-        };
-        match push(conn.clone()).await {
-            Ok(()) => Ok(()),
-            Err(apalis_redis::Error::Database(e)) if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() => {
-                tracing::warn!(error = %e, "redis push failed, retrying once");
-                push(conn).await?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+            other => other,
         }
     }
 
@@ -319,7 +285,7 @@ impl Queues {
     /// Pushes a `persist_events` job and counts it as pending for its session, in one script (one
     /// Redis command on the hot path). The analysis waits for the count to drain, so it sees
     /// every event accepted before the end.
-    pub async fn push_ingest(&self, job: &crate::persist_events::PersistEvents) -> Result<JobId, QueueError> {
+    pub async fn push_ingest(&self, job: &crate::persist_events::PersistEventsRef<'_>) -> Result<JobId, QueueError> {
         let (job_id, _) = JobId::generate_ulid();
         let key = self.pending_key(job.session_id);
         self.push_counted(JobKind::PersistEvents, job_id, job, 0, Some(&key)).await?;
@@ -375,6 +341,57 @@ impl Queues {
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// One attempt at pushing one job (`Queues::push_counted`).
+struct PushOnce<'a> {
+    config: &'a QueueConfig,
+    kind: JobKind,
+    job_id: JobId,
+    bytes: &'a [u8],
+    delay_secs: u64,
+    counter: Option<&'a str>,
+}
+
+impl PushOnce<'_> {
+    async fn run(&self, mut conn: ConnectionManager) -> Result<(), QueueError> {
+        let (config, kind, ulid) = (self.config, self.kind, self.job_id.ulid());
+        if self.delay_secs > 0 {
+            let task = TaskBuilder::new(self.bytes.to_vec())
+                .task_id(QueueTaskId::from(ulid))
+                .max_attempts(kind.max_attempts())
+                .run_in_seconds(self.delay_secs)
+                .build();
+            apalis_redis::queries::push_tasks(&mut conn, config, &[task]).await?;
+            return Ok(());
+        }
+        // The metadata apalis-redis would write for this task (the payload is not part of it).
+        let meta = TaskBuilder::new(()).task_id(QueueTaskId::from(ulid)).max_attempts(kind.max_attempts()).build();
+        let meta = serde_json::to_string(meta.metadata())?;
+        let id = ulid.to_string();
+        let mut script = PUSH_NOW.key(config.job_meta_hash());
+        script.key(config.active_jobs_list()).key(config.signal_list());
+        if let Some(counter) = self.counter {
+            script.key(counter);
+        }
+        script.arg(&id).arg(0).arg(kind.max_attempts()).arg(meta).arg(if config.emit_events { "1" } else { "0" });
+        // The payload goes by HSETNX beside the script, in one MULTI/EXEC: one round trip, atomic,
+        // and the payload is never copied into Lua (docs/decisions.md, "Ingestion hot path").
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset_nx(config.job_data_hash(), &id, self.bytes).ignore().invoke_script(&script);
+        match pipe.query_async::<(i64,)>(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its script cache (a restart): load the script and run the whole
+                // transaction again; the HSETNX and the script both skip what is already done.
+                script.load_async(&mut conn).await?;
+                pipe.query_async::<(i64,)>(&mut conn).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use crate::models::Event;
 use crate::state::AppState;
 use crewkit_jobs::domain::ingest::validate_batch;
 use crewkit_jobs::ids::{OrgId, SessionId};
-use crewkit_jobs::persist_events::PersistEvents;
+use crewkit_jobs::persist_events::PersistEventsRef;
 use crewkit_jobs::store::StoreError;
 use crewkit_jobs::store::events as event_store;
 use crewkit_jobs::store::sessions::{self, SessionRef};
@@ -180,8 +180,13 @@ impl EventsApi {
         }
         let accepted = batch.accepted.len() as u32;
         let request_id = super::request_id(req);
-        let job =
-            PersistEvents { org_id: p.org_id, session_id: session, received_at, request_id, events: batch.accepted };
+        let job = PersistEventsRef {
+            org_id: p.org_id,
+            session_id: session,
+            received_at,
+            request_id: request_id.as_deref(),
+            events: &batch.accepted,
+        };
         crate::backpressure::check(&state)?;
         let job_id = state.queues.push_ingest(&job).await?;
         crewkit_jobs::metrics::inc("crewkit_events_accepted_total", "hook events accepted", &[], u64::from(accepted));
