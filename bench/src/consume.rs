@@ -1,6 +1,6 @@
 //! S3's consumer: one OS process running a no-op worker on the ingestion queue, built exactly as
-//! `crewkit-workers` builds its workers (the same `Queues` configuration, prefetch equal to the
-//! concurrency, the same re-arming poll strategy), so what is measured is our queue setup over
+//! `crewkit-workers` builds its workers (the same `Queues` configuration, the same prefetch
+//! (`prefetch_for`), the same re-arming poll strategy), so what is measured is our queue setup over
 //! apalis-redis with the handler's own cost taken out.
 
 use apalis::layers::WorkerBuilderExt;
@@ -34,7 +34,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let concurrency = config.concurrency_for(kind.queue());
     let poll = config.worker_poll_interval;
     let monitor = Monitor::new().register(move |_restarts| {
-        let config = queues.config(kind).batch_size(concurrency);
+        let config = queues.config(kind).batch_size(crewkit_workers::prefetch_for(kind, concurrency));
         let storage = RedisStorage::<PersistEvents>::new(queues.connection())
             .with_config(config)
             .poll_with_strategy(RearmingInterval::new(poll));

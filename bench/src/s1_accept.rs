@@ -15,9 +15,12 @@ fn per_request(used: [f64; 3], requests: u64) -> [f64; 3] {
     used.map(|s| s * 1e6 / requests.max(1) as f64)
 }
 
+/// CPU µs per request of (API, Redis, load generator), for the baseline and for ours.
+type CpuPair = ([f64; 3], [f64; 3]);
+
 /// The medians over the pairs, by process.
-fn cpu_summary(runs: &[([f64; 3], [f64; 3])]) -> Value {
-    let side = |pick: fn(&([f64; 3], [f64; 3])) -> [f64; 3]| {
+fn cpu_summary(runs: &[CpuPair]) -> Value {
+    let side = |pick: fn(&CpuPair) -> [f64; 3]| {
         let col = |i: usize| median(&runs.iter().map(|r| pick(r)[i]).collect::<Vec<_>>());
         json!({"api": col(0), "redis": col(1), "load_generator": col(2)})
     };

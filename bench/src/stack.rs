@@ -95,11 +95,7 @@ impl<const N: usize> CpuMeter<N> {
     }
 
     pub fn used(&self) -> [f64; N] {
-        let mut out = [0.0; N];
-        for i in 0..N {
-            out[i] = cpu_secs(self.pids[i]) - self.start[i];
-        }
-        out
+        std::array::from_fn(|i| cpu_secs(self.pids[i]) - self.start[i])
     }
 }
 

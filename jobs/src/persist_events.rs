@@ -160,18 +160,17 @@ fn is_data_error(e: &StoreError) -> bool {
         .and_then(|d| d.code()).is_some_and(|c| c.starts_with("22")))
 }
 
+fn is_foreign_key_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(db) if db.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503"))
+}
+
 /// Runs the job. Callable without Redis: the worker wraps it with the queue's lifecycle.
 #[tracing::instrument(skip_all, fields(org = %job.org_id, session = %job.session_id, events = job.events.len()))]
 pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, JobError> {
-    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM conversations WHERE id = $1 AND org_id = $2")
-        .bind(job.session_id)
-        .bind(job.org_id)
-        .fetch_optional(db)
-        .await
-        .map_err(StoreError::from)?;
-    let Some((status,)) = status else {
-        return Err(JobError::Permanent(format!("session {} does not exist in org {}", job.session_id, job.org_id)));
-    };
+    // The session is checked by the writes themselves (no read first): the events' foreign key
+    // refuses a session that does not exist, and the counters' update, which returns the
+    // session's status, matches only the org's own.
+    let missing = || JobError::Permanent(format!("session {} does not exist in org {}", job.session_id, job.org_id));
     // Repair, parse and hash every event: CPU work, kept off the async threads.
     let owned = job.clone();
     let (rows, facts, duplicates) = tokio::task::spawn_blocking(move || prepare(&owned))
@@ -187,9 +186,14 @@ pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, Job
                 tx = db.begin().await.map_err(StoreError::from)?;
                 insert_one_by_one(&mut tx, job, &rows).await?
             }
+            Err(e) if is_foreign_key_error(&e) => return Err(missing()),
             Err(e) => return Err(e.into()),
         };
-    events::bump_session_counters(&mut *tx, job.session_id, &inserted).await?;
+    let status = events::bump_session_counters(&mut *tx, job.org_id, job.session_id, &inserted).await?;
+    if status.is_none() && !inserted.is_empty() {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(missing());
+    }
     derive_tasks(&mut tx, job, &rows, &facts, &inserted).await?;
     tx.commit().await.map_err(StoreError::from)?;
     let outcome = PersistOutcome {
@@ -197,7 +201,7 @@ pub async fn run(db: &PgPool, job: &PersistEvents) -> Result<PersistOutcome, Job
         duplicates: duplicates + rows.len() - inserted.len() - skipped.len(),
         skipped,
         pre_compacts: inserted.iter().filter(|r| r.event_type == "PreCompact").map(|r| r.id.to_string()).collect(),
-        late: status == "ended" && !inserted.is_empty(),
+        late: status.as_deref() == Some("ended"),
     };
     tracing::info!(
         inserted = outcome.inserted,

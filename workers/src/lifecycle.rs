@@ -1,6 +1,7 @@
 //! The lifecycle of every job attempt, kept in one place rather than in each handler: the job
-//! record goes to `running`, then to `succeeded`, `failed` or back to `queued` (a retry), with the
-//! attempt count and the error in the shape `/jobs/{id}` returns.
+//! record goes to `running` (for attempts longer than `RECORD_RUNNING_AFTER`), then to
+//! `succeeded`, `failed` or back to `queued` (a retry), with the attempt count and the error in
+//! the shape `/jobs/{id}` returns.
 //!
 //! apalis-redis 1.0.0 re-schedules every failed attempt itself (at now + attempt seconds) until a
 //! hard-coded 25 attempts and ignores `max_attempts`, so the cap is enforced here: a permanent
@@ -43,6 +44,12 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_string())
 }
 
+/// How long an attempt runs before its `running` record is written. Ingestion batches take a few
+/// milliseconds: two record writes each (running, then the outcome) were a fifth of what
+/// PostgreSQL did per batch (S4). The cost is that an attempt killed within this time is not
+/// counted in the record's `attempts` (the queue still re-runs it).
+const RECORD_RUNNING_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Runs one attempt of a job and records its outcome.
 pub async fn tracked<T, Fut>(db: &PgPool, of: AttemptOf<'_>, work: Fut) -> Result<T, BoxDynError>
 where
@@ -63,14 +70,29 @@ where
         request_id: of.request_id,
         max_attempts: max as i32,
     };
-    // Without its record the job can still run; the record catches up on the next attempt.
-    if let Err(e) = jobs::job_running(db, &start).await {
-        tracing::warn!(parent: &span, error = %e, "could not record job start");
-    }
     let kind_label = [("kind", of.kind.name())];
     metrics::inc("crewkit_jobs_started_total", "job attempts started", &kind_label, 1);
     let started = std::time::Instant::now();
-    let outcome = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone())).catch_unwind().await;
+    let started_at = chrono::Utc::now();
+    let work = AssertUnwindSafe(tracing::Instrument::instrument(work, span.clone())).catch_unwind();
+    tokio::pin!(work);
+    // An attempt that ends within RECORD_RUNNING_AFTER (nearly every ingestion batch) writes its
+    // record once, when it ends; a longer one shows as `running` meanwhile, and if its worker is
+    // killed that record is what counts the attempt.
+    let mut counted = false;
+    let outcome = tokio::select! {
+        biased;
+        outcome = &mut work => outcome,
+        () = tokio::time::sleep(RECORD_RUNNING_AFTER) => {
+            let (outcome, recorded) = tokio::join!(&mut work, jobs::job_running(db, &start));
+            match recorded {
+                Ok(()) => counted = true,
+                // Without its record the job can still run; the outcome below writes one.
+                Err(e) => tracing::warn!(parent: &span, error = %e, "could not record job start"),
+            }
+            outcome
+        }
+    };
     metrics::observe(
         "crewkit_job_duration_seconds",
         "job attempt duration",
@@ -102,7 +124,8 @@ where
         "queued" => tracing::warn!(parent: &span, error = error.as_deref(), "job attempt failed; will retry"),
         _ => tracing::error!(parent: &span, error = error.as_deref(), "job failed"),
     }
-    if let Err(e) = jobs::job_outcome(db, id, status, error.as_deref(), value.as_ref()).await {
+    if let Err(e) = jobs::job_finished(db, &start, started_at, counted, status, error.as_deref(), value.as_ref()).await
+    {
         tracing::warn!(parent: &span, error = %e, "could not record job outcome");
     }
     if status == "queued" {

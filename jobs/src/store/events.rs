@@ -84,33 +84,37 @@ pub async fn insert_events(
     Ok(inserted)
 }
 
-/// Raises a session's counters by what was really inserted.
+/// Raises a session's counters by what was really inserted and returns the session's status;
+/// `None` when nothing was inserted, or when the session is not the org's (then nothing changed).
 pub async fn bump_session_counters(
     db: impl PgExecutor<'_>,
+    org: OrgId,
     session: SessionId,
     inserted: &[Inserted],
-) -> StoreResult<()> {
+) -> StoreResult<Option<String>> {
     let Some(first) = inserted.iter().map(|r| r.order_at).min() else {
-        return Ok(());
+        return Ok(None);
     };
     let last = inserted.iter().map(|r| r.order_at).max();
     let tool_calls = inserted.iter().filter(|r| is_tool_call(&r.event_type)).count() as i64;
     let errors = inserted.iter().filter(|r| is_error(&r.event_type)).count() as i64;
-    sqlx::query(
-        "UPDATE conversations SET event_count = event_count + $2, tool_call_count = tool_call_count + $3,
-                error_count = error_count + $4, first_event_at = LEAST(first_event_at, $5),
-                last_event_at = GREATEST(last_event_at, $6), updated_at = now()
-          WHERE id = $1",
+    let status: Option<(String,)> = sqlx::query_as(
+        "UPDATE conversations SET event_count = event_count + $3, tool_call_count = tool_call_count + $4,
+                error_count = error_count + $5, first_event_at = LEAST(first_event_at, $6),
+                last_event_at = GREATEST(last_event_at, $7), updated_at = now()
+          WHERE id = $1 AND org_id = $2
+      RETURNING status",
     )
     .bind(session)
+    .bind(org)
     .bind(inserted.len() as i64)
     .bind(tool_calls)
     .bind(errors)
     .bind(first)
     .bind(last)
-    .execute(db)
+    .fetch_optional(db)
     .await?;
-    Ok(())
+    Ok(status.map(|(s,)| s))
 }
 
 /// Every tool call fires exactly one PreToolUse (Post may be missing when a call is denied or

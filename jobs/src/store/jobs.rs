@@ -59,24 +59,42 @@ pub async fn job_running(db: impl PgExecutor<'_>, j: &JobStart<'_>) -> StoreResu
     Ok(())
 }
 
-/// Records the outcome of an attempt. `final_status` is `succeeded`, `failed` (no more attempts)
-/// or `queued` (failed, will be retried).
-pub async fn job_outcome(
+/// Records how an attempt ended, in one statement, creating the record when the attempt was too
+/// short to have written a `running` one (`counted` says whether it did, so the attempt is
+/// counted once either way). `final_status` is `succeeded`, `failed` (no more attempts) or
+/// `queued` (failed, will be retried).
+pub async fn job_finished(
     db: impl PgExecutor<'_>,
-    id: JobId,
+    j: &JobStart<'_>,
+    started_at: DateTime<Utc>,
+    counted: bool,
     final_status: &str,
     error: Option<&str>,
     result: Option<&serde_json::Value>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE jobs SET status = $2, error = $3, result = COALESCE($4, result), updated_at = now(),
-                finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN now() ELSE NULL END
-          WHERE id = $1",
+        "INSERT INTO jobs (id, org_id, kind, status, attempts, max_attempts, session_id, request_id, error, result,
+                           started_at, created_at, updated_at, finished_at)
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, to_timestamp($11::float8 / 1000), now(),
+                 CASE WHEN $4 IN ('succeeded', 'failed') THEN now() END)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
+                attempts = jobs.attempts + CASE WHEN $12 THEN 0 ELSE 1 END,
+                result = COALESCE(EXCLUDED.result, jobs.result),
+                started_at = COALESCE(jobs.started_at, EXCLUDED.started_at), updated_at = now(),
+                finished_at = EXCLUDED.finished_at",
     )
-    .bind(id)
+    .bind(j.id)
+    .bind(j.org_id)
+    .bind(j.kind)
     .bind(final_status)
+    .bind(j.max_attempts)
+    .bind(j.session_id)
+    .bind(j.request_id)
     .bind(error)
     .bind(result)
+    .bind(started_at)
+    .bind(j.id.ulid().timestamp_ms() as f64)
+    .bind(counted)
     .execute(db)
     .await?;
     Ok(())
