@@ -57,10 +57,16 @@ pub struct Config {
 
 impl Config {
     /// Jobs in flight for one queue in one worker process.
+    ///
+    /// The ingest queue's default when neither `CREWKIT_WORKER_CONCURRENCY` nor its own override
+    /// is set is `INGEST_CONCURRENCY`.
     pub fn concurrency_for(&self, queue: &str) -> usize {
         self.queue_concurrency.get(queue).copied().unwrap_or(self.worker_concurrency)
     }
 }
+
+/// The ingest queue's concurrency unless configured (see `concurrency_for`).
+pub const INGEST_CONCURRENCY: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -111,7 +117,11 @@ impl Config {
             default: "30",
             meaning: "how long an API process caches a key lookup",
         },
-        Variable { name: "CREWKIT_DB_MAX_CONNECTIONS", default: "10", meaning: "PostgreSQL pool size per process" },
+        Variable {
+            name: "CREWKIT_DB_MAX_CONNECTIONS",
+            default: "10",
+            meaning: "PostgreSQL pool size per process (workers open up to half as many again for job records)",
+        },
         Variable { name: "CREWKIT_REDIS_TIMEOUT_MS", default: "10000", meaning: "Redis response timeout" },
         Variable {
             name: "CREWKIT_WORKER_POLL_MS",
@@ -126,7 +136,7 @@ impl Config {
         Variable {
             name: "CREWKIT_WORKER_CONCURRENCY",
             default: "4",
-            meaning: "jobs in flight per queue per worker process",
+            meaning: "jobs in flight per queue per worker process (unset: 8 for ingest)",
         },
         Variable {
             name: "CREWKIT_SHUTDOWN_TIMEOUT_SECS",
@@ -226,7 +236,16 @@ impl Config {
             worker_concurrency: (num("CREWKIT_WORKER_CONCURRENCY")? as usize).max(1),
             shutdown_timeout: Duration::from_secs(num("CREWKIT_SHUTDOWN_TIMEOUT_SECS")?),
             log_format,
-            queue_concurrency: queue_concurrency(vars)?,
+            queue_concurrency: {
+                let mut by_queue = queue_concurrency(vars)?;
+                // Ingestion jobs mostly wait on PostgreSQL, a few milliseconds a batch: unless the
+                // operator chose a concurrency for every queue, they get twice the slots (S4,
+                // events accepted to persisted: 0.46 of COPY at 4 in flight, 0.55 at 8).
+                if !vars.contains_key("CREWKIT_WORKER_CONCURRENCY") {
+                    by_queue.entry("ingest".to_string()).or_insert(INGEST_CONCURRENCY);
+                }
+                by_queue
+            },
             idle_timeout: Duration::from_secs(num("CREWKIT_IDLE_TIMEOUT_SECS")?),
             schedule_interval: Duration::from_secs(num("CREWKIT_SCHEDULE_SECS")?.max(1)),
             faults: opt("CREWKIT_FAULTS"),
@@ -312,6 +331,10 @@ mod tests {
         let vars = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
         let c = Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_INGEST", "16")).unwrap();
         assert_eq!((c.concurrency_for("ingest"), c.concurrency_for("search")), (16, 4));
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!((c.concurrency_for("ingest"), c.concurrency_for("analysis")), (8, 4), "ingest's own default");
+        let c = Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY", "2")).unwrap();
+        assert_eq!((c.concurrency_for("ingest"), c.concurrency_for("analysis")), (2, 2), "one setting for all queues");
         assert!(Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_INGEST", "abc")).is_err());
         assert!(Config::from_vars(&vars("CREWKIT_WORKER_CONCURRENCY_PERSIST_EVENTS", "4")).is_err());
     }

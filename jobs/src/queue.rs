@@ -130,6 +130,9 @@ impl Queues {
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(3)
             .lock_tasks(false)
+            // apalis-redis publishes every push and every ack on a pub/sub channel by default;
+            // nothing here subscribes, and it was Redis work on both hot paths.
+            .emit_events(false)
     }
 
     /// Pushes one job and returns its id once Redis has it. A connection error is retried once

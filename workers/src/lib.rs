@@ -39,6 +39,8 @@ use tasks::{analyze_session_task, compact_session_task, index_session_task, pers
 #[derive(Clone)]
 pub struct WorkerState {
     pub db: PgPool,
+    /// Job records only (`store::lazy_pool_async_commit`).
+    pub records: PgPool,
     pub queues: Queues,
     pub config: Arc<Config>,
     pub faults: Arc<Faults>,
@@ -59,8 +61,8 @@ pub fn worker_name(kind: JobKind) -> String {
 /// Ingestion jobs are short (a few milliseconds of PostgreSQL each) and many, so a fetch takes
 /// sixteen per slot: apalis-redis fetches again only when its buffer is empty, and its fetches and
 /// acks are round trips in turn, which at one task per slot was what bounded a worker (S3, no-op
-/// handler: 13k jobs/s with 4 a fetch, 33k with 16, 47k with 64). At the default concurrency of
-/// 4 that is about 100 ms of ingestion work held by one process. Analysis, compaction and
+/// handler: 13k jobs/s with 4 a fetch, 33k with 16, 47k with 64). At ingest's default of 8 in
+/// flight that is 128 tasks, about 100 ms of work held by one process. Analysis, compaction and
 /// indexing jobs are slow; taking more than a worker runs would let one process hoard them while
 /// another idles, so they prefetch what they run.
 pub fn prefetch_for(kind: JobKind, concurrency: usize) -> usize {
@@ -136,7 +138,8 @@ pub async fn run(
             tracing::error!(error = %e, "search index set-up failed; index_session jobs will retry");
         }
     }
-    let state = WorkerState { db, queues, config: Arc::new(config), faults, search };
+    let records = store::lazy_pool_async_commit(&config.database_url, config.db_max_connections.div_ceil(2))?;
+    let state = WorkerState { db, records, queues, config: Arc::new(config), faults, search };
     let scheduler = kinds.contains(&JobKind::AnalyzeSession).then(|| tokio::spawn(schedule::run(state.clone())));
     let metrics_server = state.config.metrics_bind.map(|addr| tokio::spawn(serve_metrics(addr, state.queues.clone())));
     let monitor = monitor(state, &kinds);

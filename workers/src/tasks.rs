@@ -44,7 +44,7 @@ pub async fn persist_events_task(
 ) -> Result<PersistOutcome, BoxDynError> {
     let kind = JobKind::PersistEvents;
     let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
-    let outcome = tracked(&state.db, of, faulted(&state, kind, persist_events::run(&state.db, &job))).await;
+    let outcome = tracked(&state.records, of, faulted(&state, kind, persist_events::run(&state.db, &job))).await;
     let (org, session) = (job.org_id, job.session_id);
     // Done unless it will be retried: an error that is not an AbortError goes back to the queue.
     let final_attempt = match &outcome {
@@ -87,7 +87,7 @@ pub async fn analyze_session_task(
         wait_for_ingestion(&state, job.session_id).await;
         analyze_session::run(&state.db, &job).await
     };
-    let result = tracked(&state.db, of, faulted(&state, kind, work)).await?;
+    let result = tracked(&state.records, of, faulted(&state, kind, work)).await?;
     index_session::request(&state.queues, job.org_id, job.session_id, job.request_id.clone()).await;
     Ok(result)
 }
@@ -118,7 +118,7 @@ pub async fn compact_session_task(
 ) -> Result<Value, BoxDynError> {
     let kind = JobKind::CompactSession;
     let of = attempt_of(kind, &task_id, &attempt, job.org_id, job.session_id, job.request_id.as_deref());
-    let result = tracked(&state.db, of, faulted(&state, kind, compact_session::run(&state.db, &job))).await;
+    let result = tracked(&state.records, of, faulted(&state, kind, compact_session::run(&state.db, &job))).await;
     if result.is_err() {
         // The record follows its job: failed once the job has no attempts left.
         let _ = sqlx::query(
@@ -146,5 +146,5 @@ pub async fn index_session_task(
         }
         index_session::run(&state.db, &state.queues, &state.search, &job).await
     };
-    tracked(&state.db, of, faulted(&state, kind, work)).await
+    tracked(&state.records, of, faulted(&state, kind, work)).await
 }

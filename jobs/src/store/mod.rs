@@ -53,6 +53,26 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A pool that connects on first use, so a process can start (and serve `/healthz`, print its
 /// OpenAPI document) while the database is still coming up.
 pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_with(connect_options(database_url)?, max_connections))
+}
+
+/// A pool for writes that may be lost in a PostgreSQL crash: its sessions commit without waiting
+/// for the WAL flush (`synchronous_commit = off`; at most about 0.6 s of such commits can be lost,
+/// and what is committed stays consistent). The workers' job records use it: they are bookkeeping
+/// that the next attempt or the queue corrects, written once per job, and waiting for a flush
+/// each time cost the ingestion path a second flush per batch (S4).
+pub fn lazy_pool_async_commit(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_with(connect_options(database_url)?.options([("synchronous_commit", "off")]), max_connections))
+}
+
+fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options)
+}
+
+fn connect_options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let mut options: PgConnectOptions = database_url.parse()?;
     // Without a user in the URL or PGUSER, sqlx asks the environment ($USER), which services and
     // CI often lack; it then tries a user named "anonymous". Use the OS account, as libpq does.
@@ -62,10 +82,7 @@ pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sql
     {
         options = options.username(&user);
     }
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options))
+    Ok(options)
 }
 
 fn url_has_user(url: &str) -> bool {
