@@ -149,6 +149,13 @@ async fn measure(b: &Bench, path: &str) -> anyhow::Result<Value> {
 
 /// Runs each slow endpoint once with auto_explain on and keeps what PostgreSQL logged.
 async fn explain(b: &Bench, slow: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
+    // Plans from an earlier run would read as this run's.
+    for entry in std::fs::read_dir(&b.args.out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("explain-") && name.ends_with(".txt") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
     let Some(log) = b.args.pg_log.clone() else {
         return Ok(Vec::new());
     };
