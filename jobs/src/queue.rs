@@ -6,7 +6,7 @@
 //! - the connection manager is built here with a long response timeout: the 500 ms default of
 //!   `apalis_redis::connect` ends a worker on one slow reply;
 //! - `push` returns no id, so every task is pushed with an id we generate (a ULID, which is also
-//!   the job id the API returns) through the crate's own batch-push script, one round trip.
+//!   the job id the API returns), in one round trip (`PushOnce`).
 
 use std::time::Duration;
 
