@@ -288,3 +288,33 @@ async fn redis_stopped_means_503_and_after_it_returns_nothing_accepted_is_lost()
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn data_too_deep_to_read_back_is_refused_and_a_stored_one_does_not_break_the_timeline() {
+    let app = TestApp::spawn_without_worker().await;
+    let sid = app.create_session(json!({})).await["id"].as_str().unwrap().to_string();
+    let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let deep = format!(r#"{{"events":[{{"event_type":"Stop","data":{{"a":{}}}}}]}}"#, nest(130));
+    let (status, p) = app.ingest(&sid, deep.as_bytes()).await;
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(
+        (p["errors"][0]["field"].as_str(), p["errors"][0]["code"].as_str()),
+        (Some("events[0].data"), Some("invalid_data")),
+        "{p}"
+    );
+    // A row stored before ingestion refused such data: its page still reads, the row shows a note.
+    let uuid = uuid::Uuid::parse_str(sid.trim_start_matches("ses_")).unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, org_id, conversation_id, event_type, dedup_key, timestamp, received_at, order_at, data)
+         SELECT $1, org_id, id, 'Stop', 'deep', now(), now(), now(), $2::jsonb FROM conversations WHERE id = $3",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(format!(r#"{{"a":{}}}"#, nest(130)))
+    .bind(uuid)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let events = app.events(&sid).await;
+    assert_eq!(events.len(), 1);
+    assert!(events[0]["data"]["crewkit_unreadable"].as_str().unwrap().contains("recursion limit"), "{}", events[0]);
+}

@@ -15,6 +15,9 @@ use serde_json::value::RawValue;
 /// The longest event type and client id we accept.
 const MAX_NAME_LEN: usize = 128;
 const MAX_CLIENT_ID_LEN: usize = 256;
+/// The deepest nesting of arrays and objects accepted in `data`. serde_json reads at most 128
+/// levels, so deeper data would be stored and then fail every read of its session's events.
+pub const MAX_DATA_DEPTH: usize = 100;
 
 /// One accepted event, as it travels in the `persist_events` job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,11 +220,48 @@ fn validate_event(raw: &RawValue, received_at: DateTime<Utc>) -> Result<Accepted
 
     let data = match ev.data.filter(|v| v.get() != "null") {
         None => &**EMPTY_OBJECT,
+        Some(v) if v.get().starts_with('{') && too_deep(v.get()) => {
+            return Err(("invalid_data", format!("`data` nests deeper than {MAX_DATA_DEPTH} levels")));
+        }
         Some(v) if v.get().starts_with('{') => v,
         Some(_) => return Err(("invalid_data", "`data` must be a JSON object".to_string())),
     };
 
     Ok(AcceptedEvent { client_id, event_type, timestamp, data })
+}
+
+/// The deepest nesting of arrays and objects in a JSON text (brackets inside strings don't count).
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Whether `data` nests deeper than `MAX_DATA_DEPTH`. A count of opening brackets, which the
+/// compiler vectorizes, rules out nearly every event before the exact scan.
+fn too_deep(data: &str) -> bool {
+    let opening = data.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    opening > MAX_DATA_DEPTH && nesting_depth(data) > MAX_DATA_DEPTH
 }
 
 /// RFC 3339; a date-time without an offset is taken as UTC (hook logs often drop the `Z`).
@@ -276,6 +316,22 @@ mod tests {
         );
         assert_eq!(v.accepted[1].timestamp, now(), "a missing timestamp takes received_at");
         assert_eq!(v.accepted[1].data.get(), "{}");
+    }
+
+    #[test]
+    fn data_nested_deeper_than_the_limit_is_refused_by_index() {
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let ok = format!(r#"{{"a":{}}}"#, nest(MAX_DATA_DEPTH - 1));
+        let deep = format!(r#"{{"a":{}}}"#, nest(MAX_DATA_DEPTH));
+        let strings = format!(r#"{{"a":"{}"}}"#, "[".repeat(500));
+        let body = format!(
+            r#"{{"events":[{{"event_type":"A","data":{ok}}},{{"event_type":"B","data":{deep}}},{{"event_type":"C","data":{strings}}}]}}"#
+        );
+        let v = validate_batch(&body, 1000, now()).unwrap();
+        assert_eq!(v.accepted.len(), 2, "depth {MAX_DATA_DEPTH} and brackets inside a string pass");
+        assert_eq!((v.rejected[0].index, v.rejected[0].code), (1, "invalid_data"));
+        assert_eq!(nesting_depth(&deep), MAX_DATA_DEPTH + 1);
+        assert_eq!(nesting_depth(r#"{"a":"\"[["}"#), 1);
     }
 
     #[test]

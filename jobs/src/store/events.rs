@@ -140,7 +140,21 @@ pub struct EventRow {
     pub task_id: Option<TaskId>,
     pub tool_name: Option<String>,
     pub tool_use_id: Option<String>,
+    /// The stored text; `data` is what it decodes to.
+    #[sqlx(rename = "data")]
+    data_text: String,
+    #[sqlx(skip)]
     pub data: serde_json::Value,
+}
+
+/// What a stored event's data reads as. Text serde_json cannot read (nesting deeper than its 128
+/// levels, which ingestion has refused since `MAX_DATA_DEPTH`, but older rows may hold) shows as
+/// a note rather than failing the whole page: the row itself is kept as it was.
+fn stored_data(id: EventId, text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::warn!(event = %id, error = %e, "stored event data cannot be read back");
+        serde_json::json!({"crewkit_unreadable": format!("this event's data cannot be shown: {e}")})
+    })
 }
 
 /// Events of a session in timeline order, after the event whose `seq` is `after_seq`.
@@ -162,7 +176,7 @@ pub async fn list_events(
     }
     let rows = sqlx::query_as(
         "SELECT e.id, e.seq, e.event_type, e.client_event_id, e.timestamp, e.received_at,
-                e.timestamp_in_future, e.task_id, e.tool_name, e.tool_use_id, e.data
+                e.timestamp_in_future, e.task_id, e.tool_name, e.tool_use_id, e.data::text AS data
            FROM events e
           WHERE e.org_id = $1 AND e.conversation_id = $2
             AND ($3::bigint IS NULL OR (e.order_at, e.seq) >
@@ -176,5 +190,9 @@ pub async fn list_events(
     .bind(i64::from(limit))
     .fetch_all(db)
     .await?;
+    let mut rows: Vec<EventRow> = rows;
+    for r in &mut rows {
+        r.data = stored_data(r.id, &std::mem::take(&mut r.data_text));
+    }
     Ok(rows)
 }
