@@ -161,7 +161,7 @@ fn is_data_error(e: &StoreError) -> bool {
 }
 
 fn is_foreign_key_error(e: &StoreError) -> bool {
-    matches!(e, StoreError::Database(db) if db.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503"))
+    matches!(e, StoreError::Database(db) if db.as_database_error().is_some_and(|d| d.is_foreign_key_violation()))
 }
 
 /// Runs the job. Callable without Redis: the worker wraps it with the queue's lifecycle.
@@ -372,10 +372,9 @@ mod tests {
             (job.org_id, job.session_id, received_at)
         );
         assert_eq!(decoded.request_id.as_deref(), Some("req-1"));
-        let want: Vec<QueuedEvent> = batch.accepted.iter().map(|e| e.to_queued()).collect();
         assert_eq!(decoded.events.len(), 2);
-        for (got, want) in decoded.events.iter().zip(&want) {
-            assert_eq!(got.client_id, want.client_id);
+        for (got, want) in decoded.events.iter().zip(&batch.accepted) {
+            assert_eq!(got.client_id.as_deref(), want.client_id.as_deref());
             assert_eq!(got.event_type, want.event_type);
             assert_eq!(got.timestamp, want.timestamp);
             assert_eq!(got.data.get(), want.data.get());

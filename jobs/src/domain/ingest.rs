@@ -42,18 +42,6 @@ pub struct AcceptedEvent<'a> {
     pub data: &'a RawValue,
 }
 
-impl AcceptedEvent<'_> {
-    /// The owned form, as the worker decodes it.
-    pub fn to_queued(&self) -> QueuedEvent {
-        QueuedEvent {
-            client_id: self.client_id.as_deref().map(str::to_string),
-            event_type: self.event_type.to_string(),
-            timestamp: self.timestamp,
-            data: self.data.to_owned(),
-        }
-    }
-}
-
 /// `2026-05-01T12:00:00.123456789Z`, written by hand: chrono's `Serialize` goes through
 /// `fmt` and was a tenth of the ingestion handler's time. Always nine fraction digits, so nothing
 /// is lost; chrono parses it back to the same instant.

@@ -174,7 +174,7 @@ pub async fn list_events(
             .await?;
         found.ok_or(super::StoreError::NotFound("event `after`"))?;
     }
-    let rows = sqlx::query_as(
+    let mut rows: Vec<EventRow> = sqlx::query_as(
         "SELECT e.id, e.seq, e.event_type, e.client_event_id, e.timestamp, e.received_at,
                 e.timestamp_in_future, e.task_id, e.tool_name, e.tool_use_id, e.data::text AS data
            FROM events e
@@ -190,7 +190,6 @@ pub async fn list_events(
     .bind(i64::from(limit))
     .fetch_all(db)
     .await?;
-    let mut rows: Vec<EventRow> = rows;
     for r in &mut rows {
         r.data = stored_data(r.id, &std::mem::take(&mut r.data_text));
     }
